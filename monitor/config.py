@@ -1,0 +1,1364 @@
+"""Driftline's configuration: ``config.toml`` -> typed, validated, frozen settings.
+
+One frozen msgspec Struct per TOML table; attribute names equal the TOML keys (which equal
+the constructor arguments of the code that uses them), except ``for`` (a Python keyword),
+which is the attribute ``RuleConfig.for_``. Every problem is reported with the file line
+and the dotted key, all problems of a file together in one :class:`ConfigError`.
+
+Strings may reference environment variables, ``"${NAME}"`` (whole value or embedded;
+``"$${"`` is a literal ``"${"``). Secret keys (names containing ``password``, ``token``,
+``secret``, ``webhook_url``, and secret-looking HTTP header names) must be written as
+``"${NAME}"`` and are masked by :func:`mask_secrets` / :func:`render_resolved`.
+
+>>> cfg = load_config_text('''
+... [[models]]
+... name = "m"
+... task = "binary"
+... [[models.rules]]
+... name = "acc"
+... metric = "accuracy"
+... direction = "below"
+... warn = 0.8
+... alert = 0.7
+... ''')
+>>> rule = cfg.model("m").rules[0]
+>>> rule.scope, rule.resolve, rule.for_
+('model', 0.8, 1)
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import json
+import math
+import os
+import re
+import socket
+import tomllib
+import types
+import typing
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from monitor.errors import ConfigError
+
+__all__ = [
+    "AlertingConfig",
+    "AlertmanagerSinkConfig",
+    "AuditConfig",
+    "Config",
+    "ConfigError",
+    "DeliveryConfig",
+    "DETECTORS",
+    "DRIFT_TESTS",
+    "FAIRNESS_METRICS",
+    "FeatureConfig",
+    "FieldsConfig",
+    "HttpConfig",
+    "JoinConfig",
+    "KafkaConfig",
+    "KafkaSinkConfig",
+    "LOWER_IS_WORSE",
+    "METRIC_SCOPES",
+    "MODEL_METRICS",
+    "ModelConfig",
+    "ReportsConfig",
+    "RuleConfig",
+    "SchedulerConfig",
+    "SinksConfig",
+    "SlackSinkConfig",
+    "StateConfig",
+    "TopicsConfig",
+    "TriggerTargetConfig",
+    "TriggersConfig",
+    "WebhookSinkConfig",
+    "config_hash",
+    "is_secret_key",
+    "load_config",
+    "load_config_text",
+    "mask_secrets",
+    "render_resolved",
+]
+
+# --------------------------------------------------------------------------- metrics
+
+DRIFT_TESTS = (
+    "psi", "jensen_shannon", "kl", "hellinger", "total_variation", "wasserstein", "ks",
+    "chi_square", "g_test",
+)  # fmt: skip
+CLASSIFICATION_METRICS = (
+    "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "ece",
+    "estimated_accuracy",
+)  # fmt: skip
+REGRESSION_METRICS = ("mae", "rmse", "mape", "bias", "r2")
+MODEL_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS + (
+    "label_coverage", "missing_rate", "unseen_rate", "score_psi",
+)  # fmt: skip
+DETECTORS = ("adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w", "cusum")
+FAIRNESS_METRICS = (
+    "demographic_parity_difference", "disparate_impact_ratio", "equal_opportunity_difference",
+    "equalized_odds_difference", "predictive_parity_difference",
+)  # fmt: skip
+#: Metric name -> the only scope a rule on it may have.
+METRIC_SCOPES: dict[str, str] = {
+    **dict.fromkeys(DRIFT_TESTS, "feature"),
+    **dict.fromkeys(MODEL_METRICS, "model"),
+    **dict.fromkeys(DETECTORS, "model"),
+    **dict.fromkeys(FAIRNESS_METRICS, "group"),
+}
+#: Metrics where a lower value is worse: their rules need ``direction = "below"``.
+LOWER_IS_WORSE = frozenset(
+    {"accuracy", "precision", "recall", "f1", "roc_auc", "estimated_accuracy", "r2",
+     "label_coverage", "disparate_impact_ratio"}
+)  # fmt: skip
+
+# --------------------------------------------------------------------------- settings
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of all settings tables (frozen: settings never change after load)."""
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: tuple[str, ...] = ()
+    group_id: str = "driftline"
+    client_id: str = "driftline"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    sasl_plain_username: str = ""
+    sasl_plain_password: str = ""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_check_hostname: bool = True
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = 45000
+    heartbeat_interval_ms: int = 3000
+    max_poll_records: int = 1000
+    poll_timeout_ms: int = 500
+    max_lag_ready: int = 100000
+
+
+class TopicsConfig(_Section):
+    predictions: str = "predictions"
+    labels: str = "labels"
+    dead_letter: str = "driftline-dead-letter"
+    alerts: str = "driftline-alerts"
+
+
+class FieldsConfig(_Section):
+    prediction_id: str = "prediction_id"
+    model: str = "model"
+    model_version: str = "model_version"
+    timestamp: str = "timestamp"
+    label_timestamp: str = "timestamp"
+    timestamp_unit: Literal["s", "ms", "iso"] = "s"
+    features: str = "features"
+    score: str = "score"
+    predicted: str = "prediction"
+    sensitive: str = "sensitive"
+    label: str = "label"
+
+
+class JoinConfig(_Section):
+    ttl_seconds: float = 86400.0
+    max_pending: int = 1000000
+
+
+class StateConfig(_Section):
+    dir: str = "./state"
+    checkpoint_interval_seconds: float = 10.0
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 9108
+    api_token: str = ""
+    max_body_bytes: int = 65536
+    rate_limit_per_minute: int = 120
+
+
+class SchedulerConfig(_Section):
+    idle_close_seconds: float = 30.0
+
+
+class FeatureConfig(_Section):
+    name: str
+    type: Literal["numeric", "categorical"]
+
+
+class RuleConfig(_Section):
+    """One alert rule. ``for_`` is the TOML key ``for`` (a Python keyword).
+
+    The loader fills ``scope`` from the metric when absent and ``resolve`` from ``warn``
+    (or ``alert`` when there is no warn level); detector rules have no thresholds.
+    """
+
+    name: str
+    metric: str
+    scope: Literal["feature", "model", "group"] = "model"
+    direction: Literal["above", "below"] = "above"
+    warn: float | None = None
+    alert: float | None = None
+    resolve: float | None = None
+    min_samples: int = 100
+    for_: int = msgspec.field(default=1, name="for")
+    cooldown_seconds: float = 900.0
+    severity: str = "warning"
+    fdr: float = 0.05
+    actions: tuple[Literal["notify", "retrain"], ...] = ("notify",)
+
+    @property
+    def is_detector(self) -> bool:
+        """Detector rules fire on a detection, not on thresholds."""
+        return self.metric in DETECTORS
+
+
+class ModelConfig(_Section):
+    name: str
+    task: Literal["binary", "multiclass", "regression"]
+    classes: tuple[str, ...] = ()
+    decision_threshold: float = 0.5
+    reference: str = ""
+    warmup_events: int = 5000
+    n_bins: int = 10
+    pane_seconds: float = 60.0
+    window_panes: int = 15
+    allowed_lateness_seconds: float = 30.0
+    high_risk: bool = False
+    sensitive: tuple[str, ...] = ()
+    intersections: tuple[tuple[str, ...], ...] = ()
+    min_group_size: int = 30
+    features: tuple[FeatureConfig, ...] = ()
+    rules: tuple[RuleConfig, ...] = ()
+
+    def feature(self, name: str) -> FeatureConfig:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(f"model {self.name!r} has no feature {name!r}")
+
+
+class AlertingConfig(_Section):
+    group_by_model: bool = True
+    repeat_interval_seconds: float = 14400.0
+
+
+class DeliveryConfig(_Section):
+    timeout_seconds: float = 10.0
+    backoff_initial_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+    max_attempts: int = 0  # 0 = retry forever
+    allow_insecure_loopback: bool = False
+    poll_interval_seconds: float = 1.0
+
+
+class SlackSinkConfig(_Section):
+    enabled: bool = False
+    webhook_url: str = ""
+    dashboard_url: str = ""
+    max_per_second: float = 1.0
+
+
+class WebhookSinkConfig(_Section):
+    enabled: bool = False
+    url: str = ""
+    secret: str = ""
+    previous_secret: str = ""
+
+
+class AlertmanagerSinkConfig(_Section):
+    enabled: bool = False
+    url: str = ""
+    resend_interval_seconds: float = 60.0
+
+
+class KafkaSinkConfig(_Section):
+    enabled: bool = True
+
+
+class SinksConfig(_Section):
+    slack: SlackSinkConfig = msgspec.field(default_factory=SlackSinkConfig)
+    webhook: WebhookSinkConfig = msgspec.field(default_factory=WebhookSinkConfig)
+    alertmanager: AlertmanagerSinkConfig = msgspec.field(default_factory=AlertmanagerSinkConfig)
+    kafka: KafkaSinkConfig = msgspec.field(default_factory=KafkaSinkConfig)
+
+
+class TriggerTargetConfig(_Section):
+    """Where retrain requests go. ``kind = ""``: requests are recorded (API, audit), not sent."""
+
+    kind: Literal["", "airflow", "argo", "kubeflow", "github", "http"] = ""
+    url: str = ""
+    token: str = ""
+    dag_id: str = ""
+    workflow_template: str = ""
+    namespace: str = ""
+    pipeline_id: str = ""
+    pipeline_version_id: str = ""
+    experiment_id: str = ""
+    repository: str = ""
+    event_type: str = "driftline-retrain"
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class TriggersConfig(_Section):
+    cooldown_seconds: float = 86400.0
+    min_new_labels: int = 1000
+    require_approval: bool | None = None  # None: models with high_risk = true need approval
+    target: TriggerTargetConfig = msgspec.field(default_factory=TriggerTargetConfig)
+
+    def approval_required(self, model: ModelConfig) -> bool:
+        """Whether a retrain of ``model`` waits for a person's approval."""
+        return model.high_risk if self.require_approval is None else self.require_approval
+
+
+class AuditConfig(_Section):
+    path: str = "./state/audit.jsonl"
+
+
+class ReportsConfig(_Section):
+    enabled: bool = True
+    dir: str = "./state/reports"
+    sample_size: int = 2000
+    retention_days: float = 30.0
+
+
+class Config(_Section):
+    kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
+    topics: TopicsConfig = msgspec.field(default_factory=TopicsConfig)
+    fields: FieldsConfig = msgspec.field(default_factory=FieldsConfig)
+    join: JoinConfig = msgspec.field(default_factory=JoinConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
+    models: tuple[ModelConfig, ...] = ()
+    alerting: AlertingConfig = msgspec.field(default_factory=AlertingConfig)
+    delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
+    sinks: SinksConfig = msgspec.field(default_factory=SinksConfig)
+    triggers: TriggersConfig = msgspec.field(default_factory=TriggersConfig)
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
+    reports: ReportsConfig = msgspec.field(default_factory=ReportsConfig)
+
+    def model(self, name: str) -> ModelConfig:
+        for m in self.models:
+            if m.name == name:
+                return m
+        known = ", ".join(repr(m.name) for m in self.models) or "none"
+        raise KeyError(f"no model named {name!r} in the config (models: {known})")
+
+
+# --------------------------------------------------------------------------- secrets
+
+_SECRET_KEY = re.compile(r"password|token|secret|webhook_url|authorization|api[-_]?key", re.I)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a key (or HTTP header name) holds a secret: must come from ${ENV}, masked."""
+    return bool(_SECRET_KEY.search(key))
+
+
+_ENV_REF = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ANY_REF = re.compile(r"(?<!\$)\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+# --------------------------------------------------------------------------- line map
+
+
+def _parse_key(s: str, pos: int) -> tuple[list[str] | None, int]:
+    """Parse a (dotted, maybe quoted) TOML key at ``pos``; (None, pos) if there is none."""
+    segs: list[str] = []
+    n = len(s)
+    while True:
+        while pos < n and s[pos] in " \t":
+            pos += 1
+        if pos >= n:
+            return None, pos
+        c = s[pos]
+        if c == '"':
+            end = pos + 1
+            while end < n and s[end] != '"':
+                end += 2 if s[end] == "\\" else 1
+            if end >= n:
+                return None, pos
+            try:
+                segs.append(tomllib.loads(f"k = {s[pos : end + 1]}")["k"])
+            except tomllib.TOMLDecodeError:
+                return None, pos
+            pos = end + 1
+        elif c == "'":
+            end = s.find("'", pos + 1)
+            if end < 0:
+                return None, pos
+            segs.append(s[pos + 1 : end])
+            pos = end + 1
+        else:
+            m = re.compile(r"[A-Za-z0-9_-]+").match(s, pos)
+            if not m:
+                return None, pos
+            segs.append(m.group())
+            pos = m.end()
+        while pos < n and s[pos] in " \t":
+            pos += 1
+        if pos < n and s[pos] == ".":
+            pos += 1
+            continue
+        return segs, pos
+
+
+class _LineMap:
+    """Maps key paths (``("models", 1, "rules", 2, "warn")``) to 1-based file lines.
+
+    tomllib reports no positions, so this scans the text: table headers (counting
+    ``[[array]]`` occurrences per parent element, as TOML appends them), ``key =`` lines,
+    and the elements of arrays (which may span lines). Strings and comments are skipped so
+    that text inside them is never taken for a key.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[tuple, int] = {}
+        self._aot: dict[tuple, int] = {}
+        self._stack: list[list] = []  # open [ / { : [char, path, index, expecting]
+        self._mls: str | None = None  # open multi-line string delimiter
+        self._scan(text)
+
+    def line(self, path: tuple) -> int | None:
+        """The line of ``path`` or of its nearest enclosing key/table."""
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return None
+
+    def _resolve(self, segs: list[str]) -> tuple:
+        out: tuple = ()
+        for seg in segs:
+            out += (seg,)
+            if out in self._aot:
+                out += (self._aot[out] - 1,)
+        return out
+
+    def _scan(self, text: str) -> None:
+        table: tuple = ()
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            if self._stack or self._mls:
+                self._feed(raw, 0, lineno)
+                continue
+            s = raw.lstrip(" \t")
+            if not s or s[0] == "#":
+                continue
+            if s[0] == "[":
+                aot = s.startswith("[[")
+                segs, _ = _parse_key(s, 2 if aot else 1)
+                if not segs:
+                    continue
+                if aot:
+                    base = self._resolve(segs[:-1]) + (segs[-1],)
+                    idx = self._aot.get(base, 0)
+                    self._aot[base] = idx + 1
+                    table = base + (idx,)
+                else:
+                    table = self._resolve(segs)
+                for k in range(1, len(table) + 1):
+                    self.lines.setdefault(table[:k], lineno)
+                self.lines[table] = lineno
+                continue
+            segs, pos = _parse_key(s, 0)
+            if not segs or pos >= len(s) or s[pos] != "=":
+                continue  # not TOML we understand; tomllib reports it
+            path = table + tuple(segs)
+            for k in range(len(table) + 1, len(path)):
+                self.lines.setdefault(path[:k], lineno)
+            self.lines[path] = lineno
+            self._value_path = path
+            self._feed(s, pos + 1, lineno)
+
+    def _element(self, lineno: int) -> tuple | None:
+        """Record the start of a value; return its path if it is an array element."""
+        if not self._stack:
+            return self._value_path
+        top = self._stack[-1]
+        if top[0] != "[" or top[1] is None:
+            return None
+        if top[3]:
+            top[3] = False
+            p = top[1] + (top[2],)
+            self.lines[p] = lineno
+            return p
+        return None
+
+    def _feed(self, s: str, i: int, lineno: int) -> None:
+        n = len(s)
+        while i < n:
+            if self._mls:
+                if self._mls == '"""' and s[i] == "\\":
+                    i += 2
+                elif s.startswith(self._mls, i):
+                    i += 3
+                    while i < n and s[i] == self._mls[0]:  # up to two quotes may end it
+                        i += 1
+                    self._mls = None
+                else:
+                    i += 1
+                continue
+            c = s[i]
+            if c in " \t":
+                i += 1
+            elif c == "#":
+                return
+            elif c in "\"'":
+                self._element(lineno)
+                if s.startswith(c * 3, i):
+                    self._mls = c * 3
+                    i += 3
+                    continue
+                i += 1
+                while i < n and s[i] != c:
+                    i += 2 if (c == '"' and s[i] == "\\") else 1
+                i += 1
+            elif c in "[{":
+                p = self._element(lineno)
+                self._stack.append([c, p, 0, True])
+                i += 1
+            elif c in "]}":
+                if self._stack:
+                    self._stack.pop()
+                i += 1
+            elif c == ",":
+                if self._stack and self._stack[-1][0] == "[":
+                    self._stack[-1][2] += 1
+                    self._stack[-1][3] = True
+                i += 1
+            else:
+                self._element(lineno)
+                i += 1
+
+
+# --------------------------------------------------------------------------- conversion
+
+_INVALID = object()
+
+
+def _fmt_key(path: tuple) -> str:
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            seg = p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else json.dumps(p)
+            out += f".{seg}" if out else seg
+    return out
+
+
+def _show(value: Any) -> str:
+    """A value as TOML would write it, for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array" if len(str(value)) > 60 else "[" + ", ".join(map(_show, value)) + "]"
+    if isinstance(value, int | float):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def _suggest(word: str, choices: typing.Iterable[str]) -> str:
+    choices = list(choices)
+    lower = {c.lower(): c for c in choices}
+    if word.lower() in lower:
+        return f'; did you mean "{lower[word.lower()]}"?'
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _path_is_secret(path: tuple) -> bool:
+    names = [p for p in path if isinstance(p, str)]
+    return bool(names) and is_secret_key(names[-1])
+
+
+@dataclass
+class _Ctx:
+    file: str
+    lines: _LineMap
+    env: Mapping[str, str]
+    allow_insecure_loopback: bool = False
+    errors: list[ConfigError] = field(default_factory=list)
+    env_refs: dict[tuple, list[str]] = field(default_factory=dict)
+
+    def error(self, path: tuple, message: str, at: tuple | None = None) -> None:
+        line = self.lines.line(at if at is not None else path)
+        self.errors.append(ConfigError(message, key=_fmt_key(path), line=line, path=self.file))
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "a boolean (true or false)"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str or origin is Literal:
+        return "a string"
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct) or origin is dict:
+        return "a table"
+    if origin is tuple:
+        inner = _type_name(typing.get_args(tp)[0]).split(" ", 1)[1]
+        plural = {"boolean (true or false)": "booleans (true or false)"}.get(inner)
+        if plural is None:
+            head, _, tail = inner.partition(" ")
+            plural = f"{head}s {tail}".rstrip()
+        return "an array of " + plural
+    return str(tp)
+
+
+def _substitute(raw: str, path: tuple, ctx: _Ctx) -> str | object:
+    secret = _path_is_secret(path)
+    if secret and raw and not _ANY_REF.search(raw):
+        ctx.error(
+            path,
+            'secrets cannot be written in the config file; write "${VARIABLE_NAME}" and '
+            "put the value in that environment variable",
+        )
+        return _INVALID
+    ok = True
+    refs: list[str] = []
+
+    def repl(m: re.Match) -> str:
+        nonlocal ok
+        token = m.group(0)
+        if token == "$${":
+            return "${"
+        name = m.group(1)
+        if name is None:
+            ctx.error(path, 'unterminated "${" (write "$${" for a literal "${")')
+            ok = False
+            return token
+        if not _ENV_NAME.fullmatch(name):
+            ctx.error(path, f'invalid environment variable name "{name}" in "${{{name}}}"')
+            ok = False
+            return token
+        refs.append(name)
+        if name not in ctx.env:
+            ctx.error(path, f"environment variable {name} is not set")
+            ok = False
+            return token
+        return ctx.env[name]
+
+    out = _ENV_REF.sub(repl, raw)
+    if refs:
+        ctx.env_refs[path] = refs
+    return out if ok else _INVALID
+
+
+def _convert(tp: Any, value: Any, path: tuple, ctx: _Ctx) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(args[0], value, path, ctx)  # TOML has no null: only Optional unions
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        if not isinstance(value, dict):
+            return _wrong(tp, value, path, ctx)
+        return _build(tp, value, path, ctx)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if not isinstance(value, str):
+            return _wrong(tp, value, path, ctx)
+        if value in allowed:
+            return value
+        listed = ", ".join(json.dumps(a) for a in allowed)
+        ctx.error(
+            path,
+            f"unknown value {_show(value)}; expected one of {listed}"
+            + _suggest(value, [a for a in allowed if a]),
+        )
+        return _INVALID
+    if origin is tuple:
+        if not isinstance(value, list):
+            return _wrong(tp, value, path, ctx)
+        inner = typing.get_args(tp)[0]
+        items = [_convert(inner, v, path + (i,), ctx) for i, v in enumerate(value)]
+        return _INVALID if any(v is _INVALID for v in items) else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            return _wrong(tp, value, path, ctx)
+        inner = typing.get_args(tp)[1]
+        items = {k: _convert(inner, v, path + (k,), ctx) for k, v in value.items()}
+        return _INVALID if any(v is _INVALID for v in items.values()) else items
+    if tp is bool:
+        return value if isinstance(value, bool) else _wrong(tp, value, path, ctx)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return _wrong(tp, value, path, ctx)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        return _wrong(tp, value, path, ctx)
+    if tp is str:
+        if not isinstance(value, str):
+            return _wrong(tp, value, path, ctx)
+        return _substitute(value, path, ctx)
+    raise TypeError(f"config schema uses an unsupported type {tp!r} at {_fmt_key(path)}")
+
+
+def _wrong(tp: Any, value: Any, path: tuple, ctx: _Ctx) -> object:
+    got = "a value (hidden: secret)" if _path_is_secret(path) else _show(value)
+    ctx.error(path, f"expected {_type_name(tp)}, got {got}")
+    return _INVALID
+
+
+def _build(cls: type, raw: dict, path: tuple, ctx: _Ctx) -> Any:
+    before = len(ctx.errors)
+    fields = msgspec.structs.fields(cls)
+    keys = [f.encode_name for f in fields]
+    for key in raw:
+        if key not in keys:
+            hint = _suggest(key, keys) or f"; valid keys here: {', '.join(keys)}"
+            ctx.error(path + (key,), f"unknown key{hint}")
+    kw: dict[str, Any] = {}
+    given: set[str] = set()
+    for f in fields:
+        if f.encode_name in raw:
+            v = _convert(f.type, raw[f.encode_name], path + (f.encode_name,), ctx)
+            if v is not _INVALID:
+                kw[f.name] = v
+                given.add(f.name)
+        elif f.required:
+            what = "table" if _type_name(f.type) == "a table" else "key"
+            ctx.error(path + (f.encode_name,), f"missing required {what}", at=path)
+        elif f.default_factory is not msgspec.NODEFAULT:
+            kw[f.name] = f.default_factory()
+        else:
+            kw[f.name] = f.default
+    hook = _HOOKS.get(cls)
+    if hook is not None:
+        hook(_Check(kw, given, path, ctx, raw))
+    if len(ctx.errors) > before:
+        return _INVALID
+    return cls(**kw)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass
+class _Check:
+    """What a validation hook sees: converted values (failed ones absent) and helpers."""
+
+    kw: dict[str, Any]
+    given: set[str]
+    path: tuple
+    ctx: _Ctx
+    raw: dict
+
+    def has(self, *names: str) -> bool:
+        return all(n in self.kw for n in names)
+
+    def key(self, name: str) -> tuple:
+        return self.path + ("for" if name == "for_" else name,)
+
+    def error(self, name: str, message: str) -> None:
+        self.ctx.error(self.key(name), message)
+
+    def at_least(self, name: str, lo: float, strict: bool = False) -> None:
+        v = self.kw.get(name)
+        if v is None:
+            return
+        if (v <= lo) if strict else (v < lo):
+            bound = f"greater than {lo:g}" if strict else f"at least {lo:g}"
+            self.error(name, f"must be {bound}, got {_show(v)}")
+        elif isinstance(v, float) and not math.isfinite(v):
+            self.error(name, f"must be finite, got {v}")
+
+    def positive(self, *names: str) -> None:
+        for n in names:
+            self.at_least(n, 0, strict=True)
+
+    def non_negative(self, *names: str) -> None:
+        for n in names:
+            self.at_least(n, 0)
+
+    def non_empty(self, *names: str) -> None:
+        for n in names:
+            if self.kw.get(n) == "":
+                self.error(n, "must not be empty")
+
+    def required_when(self, name: str, condition: str) -> None:
+        if self.kw.get(name, None) != "":
+            return
+        refs = self.ctx.env_refs.get(self.key(name))
+        why = f" (environment variable {refs[0]} is empty)" if refs else ""
+        self.error(name, f"required when {condition}{why}")
+
+    def url(self, name: str) -> None:
+        v = self.kw.get(name)
+        if v:
+            problem = url_problem(v, self.ctx.allow_insecure_loopback, secret=is_secret_key(name))
+            if problem:
+                self.error(name, problem)
+
+
+_BLOCKED_HOSTS = {"metadata.google.internal", "metadata", "metadata.azure.internal"}
+_BLOCKED_NETS = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10")]
+_BLOCKED_IPS = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("169.254.169.254")}
+
+
+def _literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        # inet_aton accepts the shorthand forms clients also accept ("2852039166",
+        # "0xa9.0xfe.0xa9.0xfe", "169.254.43518"); none of them is a DNS lookup.
+        if not re.fullmatch(r"[0-9a-fA-FxX.]+", host) or not re.match(r"[0-9]", host):
+            return None
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def url_problem(url: str, allow_insecure_loopback: bool, secret: bool = False) -> str | None:
+    """Why ``url`` may not be used as a sink/trigger endpoint, or None when it may.
+
+    https is required; http only to a loopback host when ``allow_insecure_loopback``.
+    Link-local and cloud-metadata addresses are refused (a classic SSRF target). Only
+    literal IPs and well-known names are judged: no DNS lookups happen here.
+    """
+    shown = "the URL" if secret else f'"{url}"'
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = (parts.hostname or "").rstrip(".").lower()
+        _ = parts.port
+    except ValueError as e:
+        return f"{shown} is not a valid URL ({e})"
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        return f"{shown} must be an https:// URL"
+    if not host:
+        return f"{shown} has no host"
+    if parts.password is not None and not secret:
+        return f"{shown} carries credentials; put them in the token/secret key, from ${{ENV}}"
+    ip = _literal_ip(host)
+    if host in _BLOCKED_HOSTS or (
+        ip is not None and (ip in _BLOCKED_IPS or any(ip in n for n in _BLOCKED_NETS))
+    ):
+        return f"{shown} points at a link-local or cloud metadata address, which is refused"
+    if ip is not None and ip.is_unspecified:
+        return f"{shown} points at an unspecified address ({ip})"
+    if scheme == "http":
+        loopback = (
+            host == "localhost"
+            or host.endswith(".localhost")
+            or (ip is not None and ip.is_loopback)
+        )
+        if not loopback:
+            return f"{shown} must use https:// (http:// is allowed only to a loopback host)"
+        if not allow_insecure_loopback:
+            return (
+                f"{shown} uses http://; set delivery.allow_insecure_loopback = true to allow "
+                "plain http to a loopback host, or use https://"
+            )
+    return None
+
+
+def _check_kafka(c: _Check) -> None:
+    kw = c.kw
+    for i, server in enumerate(kw.get("bootstrap_servers", ())):
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            c.ctx.error(
+                c.key("bootstrap_servers") + (i,),
+                f'expected "host:port", got {_show(server)}',
+            )
+    proto, mech = kw.get("security_protocol"), kw.get("sasl_mechanism")
+    if proto is not None and mech is not None:
+        if mech and not proto.startswith("SASL_"):
+            c.error(
+                "sasl_mechanism",
+                f'is set to "{mech}" but security_protocol is "{proto}"; use SASL_SSL '
+                'or SASL_PLAINTEXT, or set sasl_mechanism = ""',
+            )
+        if proto.startswith("SASL_"):
+            if not mech:
+                c.error("sasl_mechanism", f'required when security_protocol = "{proto}"')
+            else:
+                c.required_when("sasl_plain_username", f'sasl_mechanism = "{mech}"')
+                c.required_when("sasl_plain_password", f'sasl_mechanism = "{mech}"')
+    c.positive("session_timeout_ms", "heartbeat_interval_ms", "max_poll_records")
+    c.positive("poll_timeout_ms", "max_lag_ready")
+    c.non_empty("group_id", "client_id")
+    hb, st = kw.get("heartbeat_interval_ms"), kw.get("session_timeout_ms")
+    if hb is not None and st is not None and hb > 0 and st > 0 and hb >= st:
+        c.error("heartbeat_interval_ms", f"must be below session_timeout_ms ({st}), got {hb}")
+
+
+def _check_topics(c: _Check) -> None:
+    c.non_empty("predictions", "dead_letter")
+
+
+def _check_fields(c: _Check) -> None:
+    c.non_empty("prediction_id", "model", "timestamp", "label_timestamp", "features", "label")
+
+
+def _check_join(c: _Check) -> None:
+    c.positive("ttl_seconds", "max_pending")
+
+
+def _check_state(c: _Check) -> None:
+    c.non_empty("dir")
+    c.positive("checkpoint_interval_seconds")
+
+
+def _check_http(c: _Check) -> None:
+    c.non_empty("host")
+    port = c.kw.get("port")
+    if port is not None and not 0 <= port <= 65535:
+        c.error("port", f"must be between 0 and 65535, got {port}")
+    c.positive("max_body_bytes", "rate_limit_per_minute")
+
+
+def _check_scheduler(c: _Check) -> None:
+    c.positive("idle_close_seconds")
+
+
+def _check_feature(c: _Check) -> None:
+    c.non_empty("name")
+
+
+def _check_rule(c: _Check) -> None:
+    kw, given = c.kw, c.given
+    c.non_empty("name")
+    metric = kw.get("metric")
+    if metric is None:
+        return
+    if metric not in METRIC_SCOPES:
+        c.error(
+            "metric",
+            f"unknown metric {_show(metric)}"
+            + (_suggest(metric, METRIC_SCOPES) or f"; known metrics: {', '.join(METRIC_SCOPES)}"),
+        )
+        return
+    want = METRIC_SCOPES[metric]
+    if "scope" not in given:
+        kw["scope"] = want
+    elif kw.get("scope") is not None and kw["scope"] != want:
+        kind = {"feature": "a drift test", "group": "a fairness metric"}.get(want, "a model metric")
+        c.error("scope", f'must be "{want}" for metric "{metric}" ({kind}), got "{kw["scope"]}"')
+    c.at_least("min_samples", 1)
+    c.at_least("for_", 1)
+    c.non_negative("cooldown_seconds")
+    fdr = kw.get("fdr")
+    if fdr is not None and not 0 <= fdr < 1:
+        c.error("fdr", f"must be in [0, 1) (0 turns it off), got {fdr}")
+    actions = kw.get("actions", ())
+    if len(set(actions)) != len(actions):
+        c.error("actions", "lists an action twice")
+    if metric in DETECTORS:
+        unused = [n for n in ("warn", "alert", "resolve", "direction") if n in given]
+        for n in unused:
+            c.error(n, f'not used: detector rules ("{metric}") fire on a detection')
+        return
+    warn, alert = kw.get("warn"), kw.get("alert")
+    if "warn" not in given and "alert" not in given and not {"warn", "alert"} & set(c.raw):
+        c.error("alert", f'rule on "{metric}" needs warn and/or alert thresholds')
+        return
+    direction = kw.get("direction")
+    if direction is None:
+        return
+    worse = (lambda a, b: a > b) if direction == "above" else (lambda a, b: a < b)
+    hint = ""
+    if metric in LOWER_IS_WORSE and direction == "above":
+        hint = f'; lower {metric} is worse: set direction = "below"'
+    if warn is not None and alert is not None and worse(warn, alert):
+        rel = "above" if direction == "above" else "below"
+        c.error(
+            "alert",
+            f'must be beyond warn in the direction "{direction}": warn {warn:g} is {rel} '
+            f"alert {alert:g}{hint}",
+        )
+        return
+    first = warn if warn is not None else alert
+    if "resolve" not in given:
+        if first is not None:
+            kw["resolve"] = first
+    elif kw.get("resolve") is not None and first is not None and worse(kw["resolve"], first):
+        which = "warn" if warn is not None else "alert"
+        side = "at or below" if direction == "above" else "at or above"
+        c.error(
+            "resolve",
+            f"must be {side} {which} ({first:g}) for hysteresis, got {kw['resolve']:g}{hint}",
+        )
+
+
+def _check_model(c: _Check) -> None:
+    kw = c.kw
+    c.non_empty("name")
+    task = kw.get("task")
+    classes = kw.get("classes")
+    if task is not None and classes is not None:
+        if task == "multiclass" and len(classes) < 2:
+            c.error("classes", 'task "multiclass" needs at least two class names')
+        elif task == "binary" and len(classes) not in (0, 2):
+            c.error("classes", 'task "binary" takes [] (0/1) or exactly two class names')
+        elif task == "regression" and classes:
+            c.error("classes", 'must be [] for task "regression"')
+        if len(set(classes)) != len(classes):
+            c.error("classes", "lists a class twice")
+    thr = kw.get("decision_threshold")
+    if thr is not None and not 0 <= thr <= 1:
+        c.error("decision_threshold", f"must be in [0, 1], got {thr}")
+    c.at_least("warmup_events", 1)
+    c.at_least("n_bins", 2)
+    c.positive("pane_seconds")
+    c.at_least("window_panes", 1)
+    c.non_negative("allowed_lateness_seconds")
+    c.at_least("min_group_size", 1)
+    sensitive = kw.get("sensitive")
+    if sensitive is not None:
+        if len(set(sensitive)) != len(sensitive):
+            c.error("sensitive", "lists an attribute twice")
+        for i, combo in enumerate(kw.get("intersections", ())):
+            ipath = c.key("intersections") + (i,)
+            if len(combo) < 2 or len(set(combo)) != len(combo):
+                c.ctx.error(ipath, "an intersection names two or more distinct attributes")
+            for j, attr in enumerate(combo):
+                if attr not in sensitive:
+                    c.ctx.error(
+                        ipath + (j,),
+                        f'"{attr}" is not listed in sensitive ({", ".join(sensitive) or "empty"})',
+                    )
+    _unique(c, "features", "feature")
+    _unique(c, "rules", "rule")
+    for j, rule in enumerate(kw.get("rules", ())):
+        rpath = c.key("rules") + (j,)
+        if task == "regression" and rule.metric in CLASSIFICATION_METRICS + FAIRNESS_METRICS:
+            c.ctx.error(
+                rpath + ("metric",),
+                f'"{rule.metric}" needs a classification task, this model is "regression"',
+            )
+        if task in ("binary", "multiclass") and rule.metric in REGRESSION_METRICS:
+            c.ctx.error(
+                rpath + ("metric",),
+                f'"{rule.metric}" needs task "regression", this model is "{task}"',
+            )
+        if rule.metric in FAIRNESS_METRICS and sensitive is not None and not sensitive:
+            c.ctx.error(
+                rpath + ("metric",),
+                f'fairness metric "{rule.metric}" needs sensitive attributes: set sensitive = [...] on this model',
+            )
+
+
+def _unique(c: _Check, name: str, what: str) -> None:
+    seen: dict[str, int] = {}
+    for j, item in enumerate(c.kw.get(name, ())):
+        if item.name in seen:
+            first = c.ctx.lines.line(c.key(name) + (seen[item.name], "name"))
+            c.ctx.error(
+                c.key(name) + (j, "name"),
+                f'duplicate {what} name "{item.name}" (first defined at line {first})',
+            )
+        else:
+            seen[item.name] = j
+
+
+def _check_delivery(c: _Check) -> None:
+    c.positive("timeout_seconds", "backoff_initial_seconds", "poll_interval_seconds")
+    c.non_negative("max_attempts")
+    lo, hi = c.kw.get("backoff_initial_seconds"), c.kw.get("backoff_max_seconds")
+    if lo is not None and hi is not None and hi < lo:
+        c.error(
+            "backoff_max_seconds", f"must be at least backoff_initial_seconds ({lo:g}), got {hi:g}"
+        )
+
+
+def _check_alerting(c: _Check) -> None:
+    c.positive("repeat_interval_seconds")
+
+
+def _check_slack(c: _Check) -> None:
+    if c.kw.get("enabled"):
+        c.required_when("webhook_url", "sinks.slack.enabled = true")
+    c.url("webhook_url")
+    dash = c.kw.get("dashboard_url")
+    if dash and urllib.parse.urlsplit(dash).scheme not in ("http", "https"):
+        c.error("dashboard_url", f"must be an http(s) URL, got {_show(dash)}")
+    c.positive("max_per_second")
+
+
+def _check_webhook(c: _Check) -> None:
+    if c.kw.get("enabled"):
+        c.required_when("url", "sinks.webhook.enabled = true")
+        c.required_when("secret", "sinks.webhook.enabled = true")
+    c.url("url")
+    for name in ("secret", "previous_secret"):
+        v = c.kw.get(name)
+        if v and not _valid_whsec(v):
+            c.error(name, 'must be a Standard Webhooks key: "whsec_" followed by base64')
+
+
+def _valid_whsec(v: str) -> bool:
+    import base64
+    import binascii
+
+    body = v.removeprefix("whsec_")
+    try:
+        return len(base64.b64decode(body, validate=True)) >= 1
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _check_alertmanager(c: _Check) -> None:
+    if c.kw.get("enabled"):
+        c.required_when("url", "sinks.alertmanager.enabled = true")
+    c.url("url")
+    c.positive("resend_interval_seconds")
+
+
+_KIND_KEYS = {
+    "airflow": {"dag_id"},
+    "argo": {"workflow_template", "namespace"},
+    "kubeflow": {"pipeline_id", "pipeline_version_id", "experiment_id"},
+    "github": {"repository", "event_type"},
+    "http": {"method", "headers"},
+}
+_KIND_REQUIRED = {
+    "airflow": ("dag_id",),
+    "argo": ("workflow_template", "namespace"),
+    "kubeflow": ("pipeline_id",),
+    "github": ("repository", "event_type"),
+    "http": (),
+}
+
+
+def _check_target(c: _Check) -> None:
+    kind = c.kw.get("kind")
+    if kind is None:
+        return
+    defaults = TriggerTargetConfig()
+    for k, names in _KIND_KEYS.items():
+        if k == kind:
+            continue
+        for n in sorted(names & c.given):
+            if c.kw[n] != getattr(defaults, n):
+                now = f'kind is "{kind}"' if kind else 'kind is "", no target'
+                c.error(n, f'is used only with kind = "{k}" ({now})')
+    if not kind:
+        for n in ("url", "token"):
+            if n in c.given and c.raw.get(n):
+                c.error(
+                    n,
+                    "is set but kind is empty; set kind (airflow | argo | kubeflow | github | http)",
+                )
+        return
+    c.required_when("url", f'triggers.target.kind = "{kind}"')
+    for n in _KIND_REQUIRED[kind]:
+        c.required_when(n, f'triggers.target.kind = "{kind}"')
+    repo = c.kw.get("repository")
+    if kind == "github" and repo and not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo):
+        c.error("repository", f'expected "owner/name", got {_show(repo)}')
+    c.url("url")
+
+
+def _check_triggers(c: _Check) -> None:
+    c.non_negative("cooldown_seconds", "min_new_labels")
+
+
+def _check_audit(c: _Check) -> None:
+    c.non_empty("path")
+
+
+def _check_reports(c: _Check) -> None:
+    c.non_empty("dir")
+    c.positive("sample_size", "retention_days")
+
+
+def _check_config(c: _Check) -> None:
+    models = c.kw.get("models")
+    if models is not None and not models:
+        c.ctx.error(("models",), "at least one [[models]] table is required")
+    if models:
+        _unique(c, "models", "model")
+    sinks, topics = c.kw.get("sinks"), c.kw.get("topics")
+    if sinks is not None and topics is not None and sinks.kafka.enabled and not topics.alerts:
+        c.ctx.error(("topics", "alerts"), "must not be empty while sinks.kafka.enabled = true")
+
+
+_HOOKS: dict[type, Callable[[_Check], None]] = {
+    KafkaConfig: _check_kafka,
+    TopicsConfig: _check_topics,
+    FieldsConfig: _check_fields,
+    JoinConfig: _check_join,
+    StateConfig: _check_state,
+    HttpConfig: _check_http,
+    SchedulerConfig: _check_scheduler,
+    FeatureConfig: _check_feature,
+    RuleConfig: _check_rule,
+    ModelConfig: _check_model,
+    AlertingConfig: _check_alerting,
+    DeliveryConfig: _check_delivery,
+    SlackSinkConfig: _check_slack,
+    WebhookSinkConfig: _check_webhook,
+    AlertmanagerSinkConfig: _check_alertmanager,
+    TriggerTargetConfig: _check_target,
+    TriggersConfig: _check_triggers,
+    AuditConfig: _check_audit,
+    ReportsConfig: _check_reports,
+    Config: _check_config,
+}
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raise :class:`ConfigError` listing every problem."""
+    name = os.fspath(path)
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file: {e.strerror or e}", path=name) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"the config file is not UTF-8 ({e.reason})", path=name) from e
+    return load_config_text(text, path=name, env=os.environ if env is None else env)
+
+
+def load_config_text(
+    text: str, path: str = "<string>", env: Mapping[str, str] | None = None
+) -> Config:
+    """Parse and validate TOML text; ``path`` only names the source in messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(e))
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        raise ConfigError(
+            f"invalid TOML: {msg}", line=int(m.group(1)) if m else None, path=path
+        ) from None
+    ctx = _Ctx(path, _LineMap(text), os.environ if env is None else env)
+    delivery = data.get("delivery")
+    ctx.allow_insecure_loopback = (
+        isinstance(delivery, dict) and delivery.get("allow_insecure_loopback") is True
+    )
+    cfg = _build(Config, data, (), ctx)
+    if ctx.errors:
+        raise ConfigError.combine(ctx.errors)
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+def _masked(key: str, value: Any, mask: bool) -> Any:
+    if mask and isinstance(value, str) and value and is_secret_key(key):
+        return "***"
+    return value
+
+
+def _to_data(obj: Any, mask: bool, drop_secrets: bool = False) -> Any:
+    if isinstance(obj, msgspec.Struct):
+        out = {}
+        for f in msgspec.structs.fields(obj):
+            if drop_secrets and is_secret_key(f.encode_name):
+                continue
+            out[f.encode_name] = _masked(
+                f.encode_name, _to_data(getattr(obj, f.name), mask, drop_secrets), mask
+            )
+        return out
+    if isinstance(obj, dict):
+        return {
+            k: _masked(k, _to_data(v, mask, drop_secrets), mask)
+            for k, v in obj.items()
+            if not (drop_secrets and is_secret_key(k))
+        }
+    if isinstance(obj, tuple | list):
+        return [_to_data(v, mask, drop_secrets) for v in obj]
+    return obj
+
+
+def mask_secrets(config: Config) -> dict:
+    """The resolved config as plain data (TOML key names), non-empty secrets as ``"***"``."""
+    return _to_data(config, mask=True)
+
+
+def config_hash(config: Config) -> str:
+    """sha256 of the canonical resolved config without its secrets (for the audit log)."""
+    canon = json.dumps(
+        _to_data(config, mask=False, drop_secrets=True),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k, ensure_ascii=False)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items())
+        return "{" + inner + "}" if inner else "{}"
+    raise TypeError(f"cannot render {v!r} as TOML")
+
+
+def _render_table(obj: msgspec.Struct, data: dict, name: str, out: list[str], aot: bool) -> None:
+    start = len(out)
+    if name:
+        out.append("")
+        out.append(f"[[{name}]]" if aot else f"[{name}]")
+    subs: list[tuple[str, Any, Any]] = []
+    for f in msgspec.structs.fields(obj):
+        value, d = getattr(obj, f.name), data[f.encode_name]
+        is_aot = isinstance(value, tuple) and value and isinstance(value[0], msgspec.Struct)
+        if isinstance(value, msgspec.Struct) or is_aot:
+            subs.append((f.encode_name, value, d))
+        elif d is None:
+            out.append(f"# {_toml_key(f.encode_name)}: not set")
+        else:
+            out.append(f"{_toml_key(f.encode_name)} = {_toml_value(d)}")
+    if name and not aot and len(out) == start + 2 and subs:
+        del out[start:]  # a table holding only sub-tables needs no header of its own
+    for key, value, d in subs:
+        full = f"{name}.{key}" if name else key
+        if isinstance(value, msgspec.Struct):
+            _render_table(value, d, full, out, aot=False)
+        else:
+            for item, item_d in zip(value, d, strict=True):
+                _render_table(item, item_d, full, out, aot=True)
+
+
+def render_resolved(config: Config, fmt: Literal["toml", "json"] = "toml") -> str:
+    """The resolved config as TOML (loadable again) or JSON text, secrets as ``"***"``."""
+    data = mask_secrets(config)
+    if fmt == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    out: list[str] = []
+    _render_table(config, data, "", out, aot=False)
+    return "\n".join(out).lstrip("\n") + "\n"
