@@ -579,6 +579,8 @@ def _suggest(word: str, choices: typing.Iterable[str]) -> str:
     if word.lower() in lower:
         return f'; did you mean "{lower[word.lower()]}"?'
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close and len(word) >= 3:
+        close = [c for c in choices if c.startswith(word)][:1]
     return f'; did you mean "{close[0]}"?' if close else ""
 
 

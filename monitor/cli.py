@@ -1,0 +1,268 @@
+"""The ``driftline`` command line: one table of subcommands, implementations imported lazily.
+
+Each subcommand is a row of :data:`COMMANDS`: its words, the module and function that run
+it, and a function that declares its arguments. The implementation is imported only when
+its command runs, so ``driftline check-config`` never pays for Kafka, numba or evidently.
+An implementation is ``def main(args: argparse.Namespace) -> int`` (an exit code);
+``args.command`` holds the command words (``"audit verify"``) for modules serving several.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # bad invocation or bad configuration
+
+
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]  # ("reference", "build")
+    module: str  # imported when the command runs
+    function: str  # called with the parsed args; returns the exit code
+    help: str
+    setup: Callable[[argparse.ArgumentParser], None]
+
+
+def _config_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        default=None if required else os.environ.get("DRIFTLINE_CONFIG", "config.toml"),
+        required=required,
+        metavar="PATH",
+        help="configuration file (default: $DRIFTLINE_CONFIG or ./config.toml)",
+    )
+
+
+def _setup_check_config(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument(
+        "--format",
+        choices=("toml", "json"),
+        default="toml",
+        help="how to print the resolved config (default: toml)",
+    )
+
+
+def _setup_run(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+
+
+def _setup_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        default=None,
+        metavar="PATH",
+        help="configuration file (default: the built-in demo configuration)",
+    )
+    p.add_argument(
+        "--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic stream")
+
+
+def _setup_replay(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument(
+        "inputs", nargs="+", metavar="FILE", help="recorded prediction/label events (JSON lines)"
+    )
+    p.add_argument("--start", default=None, help="first event time to replay (Unix s or RFC 3339)")
+    p.add_argument("--end", default=None, help="last event time to replay (Unix s or RFC 3339)")
+
+
+def _setup_reference_build(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--model", required=True, help="the [[models]] name to build the reference for")
+    p.add_argument(
+        "--input", required=True, metavar="PATH", help="reference data (parquet, CSV or JSON lines)"
+    )
+    p.add_argument(
+        "--output", required=True, metavar="PATH", help="reference profile JSON to write"
+    )
+
+
+def _setup_audit_verify(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--path", default=None, help="audit log to verify (default: audit.path)")
+
+
+def _setup_audit_export(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--path", default=None, help="audit log to read (default: audit.path)")
+    p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    p.add_argument("--since", default=None, help="only entries at or after this time")
+    p.add_argument("--until", default=None, help="only entries before this time")
+
+
+def _oversight(what: str, duration: bool = False) -> Callable[[argparse.ArgumentParser], None]:
+    def setup(p: argparse.ArgumentParser) -> None:
+        _config_arg(p)
+        p.add_argument("id", help=f"id of the {what}")
+        p.add_argument(
+            "--by", default=os.environ.get("USER", ""), help="who decides (default: $USER)"
+        )
+        p.add_argument("--reason", default="", help="why (kept in the audit log)")
+        if duration:
+            p.add_argument("--duration", type=float, required=True, help="seconds it lasts")
+
+    return setup
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        ("check-config",),
+        "monitor.cli",
+        "check_config",
+        "validate a config file and print it resolved, secrets masked",
+        _setup_check_config,
+    ),
+    Command(("run",), "monitor.app", "main", "run the monitor daemon", _setup_run),
+    Command(
+        ("demo",),
+        "monitor.demo",
+        "main",
+        "run a self-contained demo (embedded broker, synthetic drifting stream)",
+        _setup_demo,
+    ),
+    Command(("replay",), "monitor.replay", "main", "replay recorded events offline", _setup_replay),
+    Command(
+        ("reference", "build"),
+        "monitor.reference_cli",
+        "main",
+        "build a reference profile from data",
+        _setup_reference_build,
+    ),
+    Command(
+        ("audit", "verify"),
+        "monitor.audit",
+        "main",
+        "check the audit log's hash chain",
+        _setup_audit_verify,
+    ),
+    Command(
+        ("audit", "export"), "monitor.audit", "main", "export audit entries", _setup_audit_export
+    ),
+    Command(
+        ("approve",),
+        "monitor.oversight_cli",
+        "main",
+        "approve a pending retrain request",
+        _oversight("retrain request"),
+    ),
+    Command(
+        ("reject",),
+        "monitor.oversight_cli",
+        "main",
+        "reject a pending retrain request",
+        _oversight("retrain request"),
+    ),
+    Command(("ack",), "monitor.oversight_cli", "main", "acknowledge an alert", _oversight("alert")),
+    Command(
+        ("silence",),
+        "monitor.oversight_cli",
+        "main",
+        "silence an alert for a while",
+        _oversight("alert", duration=True),
+    ),
+    Command(
+        ("override",),
+        "monitor.oversight_cli",
+        "main",
+        "override an alert's verdict for a while (a recorded human decision)",
+        _oversight("alert", duration=True),
+    ),
+)
+
+
+def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftline", description="Streaming drift, performance and fairness monitor."
+    )
+    parser.add_argument("--version", action="version", version=f"driftline {_version()}")
+    top = parser.add_subparsers(dest="_cmd", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for cmd in commands:
+        if len(cmd.words) == 1:
+            sub = top.add_parser(cmd.words[0], help=cmd.help, description=cmd.help)
+        else:
+            group, leaf = cmd.words
+            if group not in groups:
+                gp = top.add_parser(group, help=f"{group} commands")
+                groups[group] = gp.add_subparsers(
+                    dest=f"_{group}", metavar="COMMAND", required=True
+                )
+            sub = groups[group].add_parser(leaf, help=cmd.help, description=cmd.help)
+        cmd.setup(sub)
+        sub.set_defaults(_command=cmd, command=" ".join(cmd.words))
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("driftline")
+    except Exception:  # not installed (running from a checkout)
+        return "unknown"
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """``driftline check-config``: exit 0 and print the resolved config, or 2 and the errors."""
+    from monitor.config import config_hash, load_config, render_resolved
+    from monitor.errors import ConfigError
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return EXIT_USAGE
+    if args.format == "json":
+        sys.stdout.write(render_resolved(cfg, fmt="json"))
+    else:
+        sys.stdout.write(f"# {args.config}: valid; config_hash {config_hash(cfg)}\n")
+        sys.stdout.write(render_resolved(cfg))
+    return EXIT_OK
+
+
+def _resolve(cmd: Command) -> Callable[[argparse.Namespace], int]:
+    try:
+        module = importlib.import_module(cmd.module)
+    except ModuleNotFoundError as e:
+        if e.name != cmd.module:
+            raise  # a real import error inside the implementation
+        raise SystemExit(
+            f"driftline {' '.join(cmd.words)}: not available in this installation "
+            f"(module {cmd.module} is missing)"
+        ) from None
+    func = getattr(module, cmd.function, None)
+    if func is None:
+        raise SystemExit(
+            f"driftline {' '.join(cmd.words)}: {cmd.module} has no function {cmd.function}()"
+        )
+    return func
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (``driftline = "monitor.cli:main"``); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    cmd: Command = args._command
+    func = _resolve(cmd)
+    try:
+        code = func(args)
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK if code is None else int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
