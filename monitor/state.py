@@ -51,8 +51,10 @@ class StateStore:
         self.path = self.directory / DB_NAME
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        with self.transaction() as conn:
-            conn.executescript(_SCHEMA)
+        # executescript COMMITs any open transaction itself, so it must not run inside
+        # transaction() (whose COMMIT would then fail); the statements are idempotent.
+        with self._write_lock:
+            self._conn().executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
