@@ -252,9 +252,9 @@ def _resolve(cmd: Command) -> Callable[[argparse.Namespace], int]:
     return func
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, commands: Sequence[Command] = COMMANDS) -> int:
     """Console entry point (``driftline = "monitor.cli:main"``); returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(commands).parse_args(argv)
     cmd: Command = args._command
     func = _resolve(cmd)
     try:

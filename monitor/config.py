@@ -66,6 +66,9 @@ __all__ = [
     "KafkaConfig",
     "KafkaSinkConfig",
     "LOWER_IS_WORSE",
+    "P_VALUE_TESTS",
+    "EITHER_DIRECTION",
+    "metric_direction",
     "METRIC_SCOPES",
     "MODEL_METRICS",
     "ModelConfig",
@@ -113,11 +116,24 @@ METRIC_SCOPES: dict[str, str] = {
     **dict.fromkeys(DETECTORS, "model"),
     **dict.fromkeys(FAIRNESS_METRICS, "group"),
 }
-#: Metrics where a lower value is worse: their rules need ``direction = "below"``.
+#: Drift tests whose rules are judged on the (FDR-adjusted) p-value, so their warn/alert
+#: thresholds are p-levels and lower is worse.
+P_VALUE_TESTS = frozenset({"ks", "chi_square", "g_test"})
+#: Metrics where a lower value is worse: their rules have ``direction = "below"``.
 LOWER_IS_WORSE = frozenset(
     {"accuracy", "precision", "recall", "f1", "roc_auc", "estimated_accuracy", "r2",
      "label_coverage", "disparate_impact_ratio"}
-)  # fmt: skip
+) | P_VALUE_TESTS  # fmt: skip
+#: Metrics whose rules may look either way (bias is signed; detectors: up or down shifts).
+EITHER_DIRECTION = frozenset({"bias", *DETECTORS})
+
+
+def metric_direction(metric: str) -> str | None:
+    """The direction in which ``metric`` gets worse: "above", "below", or None (either)."""
+    if metric in EITHER_DIRECTION:
+        return None
+    return "below" if metric in LOWER_IS_WORSE else "above"
+
 
 # --------------------------------------------------------------------------- settings
 
@@ -197,14 +213,16 @@ class FeatureConfig(_Section):
 class RuleConfig(_Section):
     """One alert rule. ``for_`` is the TOML key ``for`` (a Python keyword).
 
-    The loader fills ``scope`` from the metric when absent and ``resolve`` from ``warn``
-    (or ``alert`` when there is no warn level); detector rules have no thresholds.
+    The loader fills ``scope`` and ``direction`` from the metric when absent (see
+    :data:`METRIC_SCOPES`, :func:`metric_direction`) and ``resolve`` from ``warn`` (or
+    ``alert`` when there is no warn level); detector rules have no thresholds. Rules on
+    :data:`P_VALUE_TESTS` compare the p-value: their thresholds are p-levels.
     """
 
     name: str
     metric: str
     scope: Literal["feature", "model", "group"] = "model"
-    direction: Literal["above", "below"] = "above"
+    direction: Literal["above", "below"] = "above"  # loader: from the metric when absent
     warn: float | None = None
     alert: float | None = None
     resolve: float | None = None
@@ -771,8 +789,9 @@ class _Check:
     def key(self, name: str) -> tuple:
         return self.path + ("for" if name == "for_" else name,)
 
-    def error(self, name: str, message: str) -> None:
-        self.ctx.error(self.key(name), message)
+    def error(self, name: str, message: str, at: str | None = None) -> None:
+        """Report on key ``name``; ``at`` names another key whose line is more telling."""
+        self.ctx.error(self.key(name), message, at=self.key(at) if at else None)
 
     def at_least(self, name: str, lo: float, strict: bool = False) -> None:
         v = self.kw.get(name)
@@ -897,7 +916,11 @@ def _check_kafka(c: _Check) -> None:
             )
         if proto.startswith("SASL_"):
             if not mech:
-                c.error("sasl_mechanism", f'required when security_protocol = "{proto}"')
+                c.error(
+                    "sasl_mechanism",
+                    f'required when security_protocol = "{proto}"',
+                    at=None if "sasl_mechanism" in c.given else "security_protocol",
+                )
             else:
                 c.required_when("sasl_plain_username", f'sasl_mechanism = "{mech}"')
                 c.required_when("sasl_plain_password", f'sasl_mechanism = "{mech}"')
@@ -970,8 +993,19 @@ def _check_rule(c: _Check) -> None:
     actions = kw.get("actions", ())
     if len(set(actions)) != len(actions):
         c.error("actions", "lists an action twice")
+    natural = metric_direction(metric)
+    if "direction" not in given:
+        kw["direction"] = natural or "above"
+    elif natural and kw.get("direction") not in (None, natural):
+        why = "its thresholds are p-values" if metric in P_VALUE_TESTS else "that is the bad side"
+        c.error(
+            "direction",
+            f'must be "{natural}" for metric "{metric}" ({why}), got "{kw["direction"]}"; '
+            "it may be left out",
+        )
+        return
     if metric in DETECTORS:
-        unused = [n for n in ("warn", "alert", "resolve", "direction") if n in given]
+        unused = [n for n in ("warn", "alert", "resolve") if n in given]
         for n in unused:
             c.error(n, f'not used: detector rules ("{metric}") fire on a detection')
         return
@@ -983,15 +1017,12 @@ def _check_rule(c: _Check) -> None:
     if direction is None:
         return
     worse = (lambda a, b: a > b) if direction == "above" else (lambda a, b: a < b)
-    hint = ""
-    if metric in LOWER_IS_WORSE and direction == "above":
-        hint = f'; lower {metric} is worse: set direction = "below"'
     if warn is not None and alert is not None and worse(warn, alert):
         rel = "above" if direction == "above" else "below"
         c.error(
             "alert",
             f'must be beyond warn in the direction "{direction}": warn {warn:g} is {rel} '
-            f"alert {alert:g}{hint}",
+            f"alert {alert:g}",
         )
         return
     first = warn if warn is not None else alert
@@ -1003,7 +1034,7 @@ def _check_rule(c: _Check) -> None:
         side = "at or below" if direction == "above" else "at or above"
         c.error(
             "resolve",
-            f"must be {side} {which} ({first:g}) for hysteresis, got {kw['resolve']:g}{hint}",
+            f"must be {side} {which} ({first:g}) for hysteresis, got {kw['resolve']:g}",
         )
 
 
@@ -1066,16 +1097,23 @@ def _check_model(c: _Check) -> None:
 
 
 def _unique(c: _Check, name: str, what: str) -> None:
+    # Checked on the raw tables, so a duplicate is reported even when an entry is invalid.
+    items = c.raw.get(name)
+    if not isinstance(items, list):
+        return
     seen: dict[str, int] = {}
-    for j, item in enumerate(c.kw.get(name, ())):
-        if item.name in seen:
-            first = c.ctx.lines.line(c.key(name) + (seen[item.name], "name"))
+    for j, item in enumerate(items):
+        item_name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(item_name, str):
+            continue
+        if item_name in seen:
+            first = c.ctx.lines.line(c.key(name) + (seen[item_name], "name"))
             c.ctx.error(
                 c.key(name) + (j, "name"),
-                f'duplicate {what} name "{item.name}" (first defined at line {first})',
+                f'duplicate {what} name "{item_name}" (first defined at line {first})',
             )
         else:
-            seen[item.name] = j
+            seen[item_name] = j
 
 
 def _check_delivery(c: _Check) -> None:
@@ -1193,8 +1231,7 @@ def _check_config(c: _Check) -> None:
     models = c.kw.get("models")
     if models is not None and not models:
         c.ctx.error(("models",), "at least one [[models]] table is required")
-    if models:
-        _unique(c, "models", "model")
+    _unique(c, "models", "model")
     sinks, topics = c.kw.get("sinks"), c.kw.get("topics")
     if sinks is not None and topics is not None and sinks.kafka.enabled and not topics.alerts:
         c.ctx.error(("topics", "alerts"), "must not be empty while sinks.kafka.enabled = true")
