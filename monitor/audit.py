@@ -1,0 +1,550 @@
+"""Append-only, hash-chained audit log (JSON Lines) and its `audit verify` / `audit export` CLI.
+
+Every entry carries the hash of the previous one, so any edit, deletion, insertion or
+reordering breaks the chain at a precise line, and :func:`verify` names it.
+
+Entry shape (one JSON object per line)::
+
+    {"seq": 0, "time": "2026-11-27T16:22:08.123456Z", "kind": "config.loaded",
+     "model": "credit-risk", "actor": "alice", "ref": "...", "data": {...},
+     "prev_hash": "<64 hex>", "hash": "<64 hex>"}
+
+``model``, ``actor`` and ``ref`` are present only when set. ``seq`` counts from 0 and the
+first entry's ``prev_hash`` is 64 zeros.
+
+Canonicalisation: ``hash = sha256(canonical(entry without "hash"))`` where ``canonical``
+is ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+allow_nan=False)`` encoded as UTF-8. Each line *is* the canonical JSON of the full entry
+(hash included), and :func:`verify` also requires that, so even an edit that leaves the
+parsed content unchanged (an added space, a reordered key) is reported. Non-finite floats
+are stored as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (JSON has no NaN).
+
+Tail truncation (dropping the newest entries) leaves a valid shorter chain; no chain alone
+can detect it. :meth:`AuditLog.head` gives ``(seq, hash)`` to record elsewhere, and
+``verify(..., expect_head=...)`` checks the log still reaches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import math
+import os
+import sys
+import threading
+import time as _time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "AuditLog",
+    "AuditError",
+    "VerifyResult",
+    "GENESIS_HASH",
+    "canonical",
+    "entry_hash",
+    "verify",
+    "export",
+    "main",
+    "main_verify",
+    "main_export",
+    "KINDS",
+]
+
+GENESIS_HASH = "0" * 64
+
+# The closed set of entry kinds the daemon writes; append() refuses others so a typo in a
+# caller cannot create a kind that exports and dashboards never look for.
+KINDS = frozenset(
+    {
+        "config.loaded",
+        "reference.version",
+        "alert.transition",
+        "alert.acknowledged",
+        "alert.silenced",
+        "notification.delivered",
+        "notification.failed",
+        "model.override",
+        "retrain.created",
+        "retrain.suppressed",
+        "retrain.approved",
+        "retrain.rejected",
+        "trigger.sent",
+        "trigger.attempt_failed",
+        "trigger.failed",
+        "report.written",
+        "audit.tail_repaired",
+    }
+)
+
+# Entries that concern every model: an export for one model includes them as context.
+_GLOBAL_KINDS = frozenset({"config.loaded", "audit.tail_repaired"})
+
+
+class AuditError(ValueError):
+    """The audit log cannot be opened or appended to (path and cause in the message)."""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of :func:`verify`.
+
+    ``entries`` counts the entries that verified before the first bad one (all of them
+    when ``ok``); ``first_bad_line`` is 1-based, ``None`` when ``ok``.
+    """
+
+    ok: bool
+    entries: int
+    first_bad_line: int | None
+    reason: str
+    head_seq: int | None = None
+    head_hash: str | None = None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def canonical(obj: Any) -> bytes:
+    """The canonical UTF-8 JSON the hash is taken over (see the module docstring)."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def entry_hash(entry: dict) -> str:
+    """sha256 hex of the canonical JSON of ``entry`` without its ``hash`` key."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds from an ISO 8601 date or date-time (naive means UTC)."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"not an ISO 8601 date or date-time: {text!r}") from exc
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+class AuditLog:
+    """Appends hash-chained entries to one JSON Lines file.
+
+    Thread-safe (a lock) and safe against a second process appending to the same file
+    (an exclusive ``flock`` around each append; the chain head is re-read when the file
+    changed under us). Each append is flushed and fsynced before it returns.
+
+    On open the chain resumes from the last line. A last line without its newline is a
+    write torn by a crash before the append returned (so no caller ever saw it): it is cut
+    off and an ``audit.tail_repaired`` entry records its length and sha256.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # "a+b": create if missing, never overwrite; reads are used to resume the chain.
+            self._fh = open(self.path, "a+b")  # noqa: SIM115 - held open for the log's life
+        except OSError as exc:
+            raise AuditError(f"audit.path {str(self.path)!r} cannot be opened: {exc}") from exc
+        self._lock = threading.Lock()
+        self._seq = -1
+        self._hash = GENESIS_HASH
+        self._last: dict | None = None
+        self._size = -1
+        with self._lock, self._flocked():
+            self._resume()
+
+    @contextlib.contextmanager
+    def _flocked(self):
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+
+    def _read_tail(self) -> tuple[bytes, int]:
+        """The last line (possibly without newline) and the file size."""
+        size = os.fstat(self._fh.fileno()).st_size
+        if size == 0:
+            return b"", 0
+        chunk = 4096
+        pos = size
+        buf = b""
+        while pos > 0:
+            step = min(chunk, pos)
+            pos -= step
+            self._fh.seek(pos)
+            buf = self._fh.read(step) + buf
+            # Skip the final newline itself when looking for the previous line's end.
+            idx = buf.rfind(b"\n", 0, len(buf) - 1)
+            if idx >= 0:
+                return buf[idx + 1 :], size
+            chunk *= 2
+        return buf, size
+
+    def _resume(self) -> None:
+        tail, size = self._read_tail()
+        repaired: tuple[int, str] | None = None
+        if tail and not tail.endswith(b"\n"):
+            # Torn write: cut it off (it was never acknowledged to any caller).
+            repaired = (len(tail), hashlib.sha256(tail).hexdigest())
+            os.ftruncate(self._fh.fileno(), size - len(tail))
+            os.fsync(self._fh.fileno())
+            tail, size = self._read_tail()
+        if tail:
+            try:
+                last = json.loads(tail)
+                self._seq = int(last["seq"])
+                self._hash = str(last["hash"])
+                self._last = last
+            except (ValueError, KeyError, TypeError) as exc:
+                raise AuditError(
+                    f"audit log {str(self.path)!r}: last line is not a valid entry ({exc}); "
+                    "run `driftline audit verify` before appending"
+                ) from exc
+        else:
+            self._seq, self._hash, self._last = -1, GENESIS_HASH, None
+        self._size = size
+        if repaired is not None:
+            self._append_locked(
+                "audit.tail_repaired",
+                {"removed_bytes": repaired[0], "removed_sha256": repaired[1]},
+                None,
+                None,
+                None,
+                _time.time(),
+            )
+
+    @classmethod
+    def from_config(cls, config: Any) -> AuditLog:
+        return cls(config.audit.path)
+
+    def config_loaded(self, config: Any, source: str) -> dict:
+        """Record a config load with its hash (secrets excluded from the hash)."""
+        from monitor.config import config_hash  # lazy: the audit CLI must not need it
+
+        return self.append(
+            "config.loaded",
+            {"source": str(source), "config_hash": config_hash(config), "models": [m.name for m in config.models]},
+        )
+
+    def reference_version(self, model: str, version: str, source: str, sha256: str) -> dict:
+        """Record which reference profile a model is compared against from now on."""
+        return self.append(
+            "reference.version", {"version": version, "source": str(source), "sha256": sha256}, model=model
+        )
+
+    def head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the newest entry; ``(-1, GENESIS_HASH)`` for an empty log."""
+        with self._lock:
+            return self._seq, self._hash
+
+    @property
+    def last_entry(self) -> dict | None:
+        with self._lock:
+            return None if self._last is None else dict(self._last)
+
+    def append(
+        self,
+        kind: str,
+        data: Any = None,
+        *,
+        model: str | None = None,
+        actor: str | None = None,
+        ref: str | None = None,
+        time: float | None = None,
+    ) -> dict:
+        """Append one entry and return it (with its seq and hash). Durable on return.
+
+        ``data`` may hold msgspec structs, tuples and non-finite floats; it is converted to
+        plain JSON. ``ref`` is a caller's idempotency reference (see Oversight's audit
+        outbox). ``time`` is Unix seconds (default: now).
+        """
+        if kind not in KINDS:
+            raise AuditError(f"unknown audit kind {kind!r}; known: {sorted(KINDS)}")
+        payload = _json_safe(msgspec.to_builtins(data if data is not None else {}))
+        with self._lock, self._flocked():
+            size = os.fstat(self._fh.fileno()).st_size
+            if size != self._size:
+                # Another writer appended (or the file was replaced): pick up its head.
+                self._resume()
+            return self._append_locked(
+                kind, payload, model, actor, ref, _time.time() if time is None else time
+            )
+
+    def _append_locked(
+        self, kind: str, data: Any, model: str | None, actor: str | None, ref: str | None, ts: float
+    ) -> dict:
+        entry: dict[str, Any] = {
+            "seq": self._seq + 1,
+            "time": _iso(ts),
+            "kind": kind,
+            "data": data,
+            "prev_hash": self._hash,
+        }
+        if model is not None:
+            entry["model"] = model
+        if actor is not None:
+            entry["actor"] = actor
+        if ref is not None:
+            entry["ref"] = ref
+        entry["hash"] = entry_hash(entry)
+        line = canonical(entry) + b"\n"
+        self._fh.seek(0, os.SEEK_END)
+        self._fh.write(line)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._seq = entry["seq"]
+        self._hash = entry["hash"]
+        self._last = entry
+        self._size = os.fstat(self._fh.fileno()).st_size
+        return entry
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _iter_lines(path: Path):
+    with open(path, "rb") as fh:
+        yield from enumerate(fh, start=1)
+
+
+def verify(path: str | Path, expect_head: tuple[int, str] | None = None) -> VerifyResult:
+    """Check the whole chain; report the first bad line and why.
+
+    Detects: a changed byte anywhere (hash or canonical-form mismatch, or unparsable line),
+    a deleted or inserted entry (seq gap or prev_hash mismatch), reordering (the same),
+    a torn last line (no newline). With ``expect_head=(seq, hash)`` it also detects a log
+    truncated before that entry.
+    """
+    path = Path(path)
+    if not path.exists():
+        return VerifyResult(False, 0, None, f"audit log {str(path)!r} does not exist")
+    prev_hash = GENESIS_HASH
+    count = 0
+    last_seq: int | None = None
+    seen_head = expect_head is None
+    for lineno, raw in _iter_lines(path):
+
+        def bad(
+            reason: str, lineno: int = lineno, count: int = count, last_seq: int | None = last_seq,
+            prev_hash: str = prev_hash,
+        ) -> VerifyResult:
+            return VerifyResult(False, count, lineno, reason, last_seq, prev_hash if count else None)
+
+        if not raw.endswith(b"\n"):
+            return bad("last line has no newline (torn or truncated write)")
+        body = raw[:-1]
+        try:
+            entry = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            return bad(f"not valid JSON: {exc}")
+        if not isinstance(entry, dict):
+            return bad("entry is not a JSON object")
+        missing = {"seq", "time", "kind", "data", "prev_hash", "hash"} - entry.keys()
+        if missing:
+            return bad(f"missing fields {sorted(missing)}")
+        if entry["seq"] != count:
+            return bad(f"seq is {entry['seq']!r}, expected {count} (entry deleted, inserted or moved)")
+        if entry["prev_hash"] != prev_hash:
+            return bad("prev_hash does not match the previous entry's hash (entry deleted, inserted or moved)")
+        try:
+            recomputed = entry_hash(entry)
+            canon = canonical(entry)
+        except ValueError as exc:
+            return bad(f"entry cannot be canonicalised: {exc}")
+        if recomputed != entry["hash"]:
+            return bad("hash does not match the entry's content (entry edited)")
+        if canon != body:
+            return bad("line is not in canonical form (entry edited)")
+        prev_hash = entry["hash"]
+        last_seq = entry["seq"]
+        count += 1
+        if expect_head is not None and (entry["seq"], entry["hash"]) == tuple(expect_head):
+            seen_head = True
+    if not seen_head:
+        return VerifyResult(
+            False,
+            count,
+            None,
+            f"expected head seq={expect_head[0]} not found: the log was truncated or replaced",
+            last_seq,
+            prev_hash if count else None,
+        )
+    return VerifyResult(True, count, None, "ok", last_seq, prev_hash if count else None)
+
+
+def _entry_time(entry: dict) -> float:
+    return parse_time(entry["time"])
+
+
+def export(
+    path: str | Path,
+    model: str,
+    since: float | str | None = None,
+    until: float | str | None = None,
+) -> dict:
+    """The evidence for one model: its entries (plus global ones such as config loads).
+
+    Returns a JSON-safe document with the verification result of the whole chain, so a
+    reader knows whether the entries come from an intact log. Entries keep their seq and
+    hashes; they can be matched against the full log later.
+    """
+    since_ts = parse_time(since) if isinstance(since, str) else since
+    until_ts = parse_time(until) if isinstance(until, str) else until
+    result = verify(path)
+    entries: list[dict] = []
+    for _, raw in _iter_lines(Path(path)):
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue  # reported by the verification result included below
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("model") != model and entry.get("kind") not in _GLOBAL_KINDS:
+            continue
+        try:
+            ts = _entry_time(entry)
+        except (KeyError, ValueError):
+            continue
+        if since_ts is not None and ts < since_ts:
+            continue
+        if until_ts is not None and ts >= until_ts:
+            continue
+        entries.append(entry)
+    return {
+        "kind": "driftline.audit_export",
+        "version": 1,
+        "model": model,
+        "since": None if since_ts is None else _iso(since_ts),
+        "until": None if until_ts is None else _iso(until_ts),
+        "source": str(path),
+        "verification": asdict(result),
+        "entries": entries,
+    }
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _log_path(ns: argparse.Namespace) -> Path:
+    if getattr(ns, "path", None):
+        return Path(ns.path)
+    config = getattr(ns, "config", None)
+    if config:
+        from monitor import config as config_mod  # lazy: the CLI must not load it for --path
+        from monitor.errors import ConfigError
+
+        try:
+            cfg = config_mod.load_config(config)
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        return Path(cfg.audit.path)
+    raise SystemExit("error: give --path (the audit log file) or --config (to read audit.path)")
+
+
+def _parser(prog: str, export_cmd: bool) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--path", help="audit log file (JSON Lines)")
+    src.add_argument("--config", help="config.toml; the log is its audit.path")
+    if export_cmd:
+        p.add_argument("--model", required=True, help="model name")
+        p.add_argument("--since", help="ISO 8601 date or date-time (UTC if no zone)")
+        p.add_argument("--until", help="ISO 8601 date or date-time, exclusive")
+        p.add_argument("-o", "--output", "--out", dest="output", default="-", help="output file (default: stdout)")
+    else:
+        p.add_argument("--expect-head", help="SEQ:HASH the log must still contain")
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
+def _namespace(args: Any, prog: str, export_cmd: bool) -> argparse.Namespace:
+    if isinstance(args, argparse.Namespace):
+        return args
+    return _parser(prog, export_cmd).parse_args(None if args is None else list(args))
+
+
+def main_verify(args: argparse.Namespace | list[str] | None = None) -> int:
+    """`driftline audit verify`: exit 0 when the chain is intact, 1 otherwise."""
+    ns = _namespace(args, "driftline audit verify", export_cmd=False)
+    head = None
+    if getattr(ns, "expect_head", None):
+        seq, _, h = ns.expect_head.partition(":")
+        try:
+            head = (int(seq), h)
+        except ValueError:
+            raise SystemExit(f"error: --expect-head must be SEQ:HASH, got {ns.expect_head!r}") from None
+    path = _log_path(ns)
+    res = verify(path, expect_head=head)
+    if getattr(ns, "json", False):
+        print(json.dumps(asdict(res)))
+    elif res.ok:
+        print(f"OK: {res.entries} entries, head seq={res.head_seq} hash={res.head_hash}")
+    else:
+        where = f"line {res.first_bad_line}" if res.first_bad_line else "end of log"
+        print(f"FAILED at {where} (after {res.entries} good entries): {res.reason}", file=sys.stderr)
+    return 0 if res.ok else 1
+
+
+def main_export(args: argparse.Namespace | list[str] | None = None) -> int:
+    """`driftline audit export --model M [--since ...] [-o FILE]`: exit 1 if the chain is broken."""
+    ns = _namespace(args, "driftline audit export", export_cmd=True)
+    if not getattr(ns, "model", None):
+        raise SystemExit("error: audit export needs --model NAME (the model whose evidence to export)")
+    try:
+        doc = export(_log_path(ns), ns.model, since=ns.since, until=getattr(ns, "until", None))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    out = getattr(ns, "output", "-") or "-"
+    if out != "-":
+        Path(out).write_text(text, encoding="utf-8")
+        print(f"wrote {len(doc['entries'])} entries for {ns.model!r} to {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if not doc["verification"]["ok"]:
+        print(f"warning: audit chain is broken: {doc['verification']['reason']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``monitor.cli`` for ``audit verify`` and ``audit export`` (by ``args.command``)."""
+    command = getattr(args, "command", "")
+    if command == "audit verify":
+        return main_verify(args)
+    if command == "audit export":
+        return main_export(args)
+    raise SystemExit(f"error: monitor.audit does not serve the command {command!r}")
