@@ -261,15 +261,18 @@ def roc_auc(hist: ScoreHistogram, confidence: float = 0.95) -> MetricResult:
 
 
 def expected_calibration_error(
-    hist: ScoreHistogram, n_bins: int | None = None, confidence: float = 0.95
+    hist: ScoreHistogram, n_bins: int | None = 10, confidence: float = 0.95
 ) -> MetricResult:
     """Expected calibration error ``sum_b (n_b / N) |mean score_b - positive rate_b|``.
 
-    Bins are the histogram's equal-width bins, or ``n_bins`` coarser ones made by merging
-    adjacent bins (``n_bins`` must divide the histogram's). The per-bin score sums make
-    the mean score exact within each bin. The interval is a normal approximation with
-    the bin weights held fixed and the binomial variance of each bin's positive rate; it
-    is rough near ECE = 0, where the estimate is biased upwards and bounded below.
+    Bins are ``n_bins`` equal-width bins made by merging adjacent histogram bins
+    (``n_bins`` must divide the histogram's; None uses the histogram's own bins). The
+    per-bin score sums make the mean score exact within each bin. The plug-in ECE is
+    biased upwards by sampling noise, about ``sqrt(2/pi) * sqrt(q(1-q)/n_b)`` per bin,
+    so keep bins well filled (10 bins, the default, and hundreds of events per bin).
+    The interval is a normal approximation with the bin weights held fixed and the
+    binomial variance of each bin's positive rate; it describes the estimator's spread,
+    not that bias, and is rough near ECE = 0.
     """
     neg, pos = _binary_hist(hist, "expected_calibration_error")
     sums = hist.score_sums.sum(axis=0)

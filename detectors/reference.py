@@ -430,7 +430,8 @@ class ReferenceProfile:
             if self.score_labelled:
                 if self.task == "binary":
                     out["roc_auc"] = roc_auc(self.score, c)
-                out["ece"] = expected_calibration_error(self.score, confidence=c)
+                ece_bins = 10 if self.score.n_bins % 10 == 0 else None
+                out["ece"] = expected_calibration_error(self.score, ece_bins, confidence=c)
             elif self.task == "binary":
                 out.update(estimated_classification_metrics(self.score, self.decision_threshold, c))
         if self.losses is not None:
