@@ -1,0 +1,77 @@
+"""Driftline's statistics library: sketches, drift tests, detectors, performance, fairness.
+
+Pure numpy/scipy/numba/river: no I/O, no Kafka, no configuration.
+"""
+
+from detectors.fairness import (
+    FAIRNESS_METRICS,
+    GROUP_RATES,
+    FairnessReport,
+    FairnessResult,
+    GroupRates,
+    between_group_metrics,
+    evaluate_fairness,
+    group_rates,
+    intersection_codes,
+    intersection_groups,
+)
+from detectors.intervals import (
+    newcombe_difference_interval,
+    normal_interval,
+    ratio_interval_log,
+    t_interval,
+    wilson_interval,
+    z_value,
+)
+from detectors.performance import (
+    LOSS_COLUMNS,
+    REGRESSION_COLUMNS,
+    MetricResult,
+    classification_metrics,
+    estimated_classification_metrics,
+    expected_calibration_error,
+    loss_columns,
+    loss_metrics,
+    regression_columns,
+    regression_metrics,
+    roc_auc,
+)
+from detectors.reference import TASKS, NumericProfile, ReferenceProfile, SensitiveProfile
+
+__all__ = [
+    # fairness
+    "FAIRNESS_METRICS",
+    "GROUP_RATES",
+    "FairnessReport",
+    "FairnessResult",
+    "GroupRates",
+    "between_group_metrics",
+    "evaluate_fairness",
+    "group_rates",
+    "intersection_codes",
+    "intersection_groups",
+    # intervals
+    "newcombe_difference_interval",
+    "normal_interval",
+    "ratio_interval_log",
+    "t_interval",
+    "wilson_interval",
+    "z_value",
+    # performance
+    "LOSS_COLUMNS",
+    "REGRESSION_COLUMNS",
+    "MetricResult",
+    "classification_metrics",
+    "estimated_classification_metrics",
+    "expected_calibration_error",
+    "loss_columns",
+    "loss_metrics",
+    "regression_columns",
+    "regression_metrics",
+    "roc_auc",
+    # reference
+    "TASKS",
+    "NumericProfile",
+    "ReferenceProfile",
+    "SensitiveProfile",
+]
