@@ -585,6 +585,8 @@ def _show(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
+        if value and all(isinstance(v, dict) for v in value):
+            return "an array of tables"
         return "an array" if len(str(value)) > 60 else "[" + ", ".join(map(_show, value)) + "]"
     if isinstance(value, int | float):
         return repr(value)
@@ -735,7 +737,14 @@ def _convert(tp: Any, value: Any, path: tuple, ctx: _Ctx) -> Any:
 
 def _wrong(tp: Any, value: Any, path: tuple, ctx: _Ctx) -> object:
     got = "a value (hidden: secret)" if _path_is_secret(path) else _show(value)
-    ctx.error(path, f"expected {_type_name(tp)}, got {got}")
+    expected = _type_name(tp)
+    hint = ""
+    name = _fmt_key(path)
+    if expected == "an array of tables" and isinstance(value, dict):
+        hint = f"; write [[{name}]] (double brackets) once per entry"
+    elif expected == "a table" and isinstance(value, list) and value and isinstance(value[0], dict):
+        hint = f"; write [{name}] (single brackets) once"
+    ctx.error(path, f"expected {expected}, got {got}{hint}")
     return _INVALID
 
 

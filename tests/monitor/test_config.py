@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.config import (
     DETECTORS,
@@ -227,6 +229,13 @@ def test_unknown_section_did_you_mean():
 def test_missing_required_key_names_table_header_line():
     text = "[[models]]\nname = 'a'\ntask = 'binary'\n[[models]]  # SECOND\nname = 'b'\n"
     assert_error(text, "models[1].task", "# SECOND", "missing required key")
+
+
+def test_single_vs_double_bracket_hint():
+    err = one_error("[models]  # X\nname = 'a'\ntask = 'binary'\n")
+    assert err.line == 1 and "write [[models]] (double brackets)" in err.message
+    err = one_error(MODEL + "[[kafka]]\ngroup_id = 'g'\n")
+    assert err.key == "kafka" and "got an array of tables; write [kafka]" in err.message
 
 
 def test_missing_models():
@@ -640,3 +649,47 @@ def test_structs_construct_directly_with_defaults():
     cfg = Config(models=(model,))
     assert cfg.model("m").rules[0].for_ == 3
     assert mask_secrets(cfg)["models"][0]["rules"][0]["for"] == 3
+
+
+# --------------------------------------------------------------------------- line map property
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 3), min_size=1, max_size=4),
+    noise=st.lists(st.sampled_from(["", "# [[models.rules]] x = 1", "   "]), max_size=3),
+    tricky=st.booleans(),
+    data=st.data(),
+)
+def test_line_map_finds_the_right_occurrence(shape, noise, tricky, data):
+    """Random layouts: every rule error lands on its own line, with its own indices."""
+    lines: list[str] = []
+    expected: dict[str, int] = {}
+
+    def emit(text: str) -> None:
+        lines.extend(text.split("\n"))
+
+    for i, n_rules in enumerate(shape):
+        emit(f"[[models]]\nname = 'm{i}'\ntask = 'binary'")
+        for n in noise:
+            emit(n)
+        for j in range(n_rules):
+            emit(f"  [[models.rules]]\n  name = 'r{j}'\n  metric = 'psi'")
+            if tricky:  # multi-line values that contain header- and key-like text
+                emit('  severity = """\n[[models]]\nwarn = 1\n"""')
+                emit("  actions = [\n    'notify', # ]\n  ]")
+            emit("  warn = [\n    0.1,\n  ]" if data.draw(st.booleans()) else "  warn = 0.1")
+            bad = data.draw(st.booleans())
+            if bad:
+                emit("  min_samples = 0")
+                expected[f"models[{i}].rules[{j}].min_samples"] = len(lines)
+        emit("  [[models.features]]\n  name = 'f'\n  type = 'numeric'")
+    text = "\n".join(lines) + "\n"
+    try:
+        load_config_text(text, env={})
+        got = {}
+    except ConfigError as e:
+        got = {err.key: err.line for err in e.errors if err.key.endswith("min_samples")}
+        others = [str(err) for err in e.errors if not err.key.endswith(("min_samples", ".warn"))]
+        assert not others, others
+    assert got == expected
