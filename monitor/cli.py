@@ -65,58 +65,113 @@ def _setup_demo(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="configuration file (default: the built-in demo configuration)",
     )
-    p.add_argument(
-        "--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)"
-    )
+    p.add_argument("--duration", type=float, default=None, help="seconds to run (default: 120)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic stream")
+    p.add_argument("--state-dir", default=None, help="keep state here (default: a temp dir)")
+    p.add_argument("--http-port", type=int, default=None, help="HTTP port (default: 9108)")
 
 
 def _setup_replay(p: argparse.ArgumentParser) -> None:
     _config_arg(p)
     p.add_argument(
-        "inputs", nargs="+", metavar="FILE", help="recorded prediction/label events (JSON lines)"
+        "--predictions", required=True, metavar="FILE", help="prediction events (JSON lines)"
     )
-    p.add_argument("--start", default=None, help="first event time to replay (Unix s or RFC 3339)")
-    p.add_argument("--end", default=None, help="last event time to replay (Unix s or RFC 3339)")
+    p.add_argument("--labels", default=None, metavar="FILE", help="label events (JSON lines)")
+    p.add_argument(
+        "--out", required=True, metavar="FILE", help="evaluations and alerts (JSON lines)"
+    )
 
 
 def _setup_reference_build(p: argparse.ArgumentParser) -> None:
     _config_arg(p)
     p.add_argument("--model", required=True, help="the [[models]] name to build the reference for")
     p.add_argument(
-        "--input", required=True, metavar="PATH", help="reference data (parquet, CSV or JSON lines)"
+        "--data", required=True, metavar="PATH", help="reference data (parquet, CSV or JSON lines)"
     )
-    p.add_argument(
-        "--output", required=True, metavar="PATH", help="reference profile JSON to write"
-    )
+    p.add_argument("--out", required=True, metavar="PATH", help="reference profile JSON to write")
+
+
+def _audit_source(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--path", default=None, help="audit log file (JSON lines)")
+    src.add_argument("--config", "-c", default=None, help="config file; the log is its audit.path")
 
 
 def _setup_audit_verify(p: argparse.ArgumentParser) -> None:
-    _config_arg(p)
-    p.add_argument("--path", default=None, help="audit log to verify (default: audit.path)")
+    _audit_source(p)
+    p.add_argument("--expect-head", default=None, help="SEQ:HASH the log must still contain")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def _setup_audit_export(p: argparse.ArgumentParser) -> None:
+    _audit_source(p)
+    p.add_argument("--model", required=True, help="model whose evidence to export")
+    p.add_argument("--since", default=None, help="ISO 8601 date or date-time (UTC if no zone)")
+    p.add_argument("--until", default=None, help="ISO 8601 date or date-time, exclusive")
+    p.add_argument(
+        "-o", "--output", "--out", dest="output", default="-", help="file (default: stdout)"
+    )
+
+
+def _api_args(p: argparse.ArgumentParser) -> None:
     _config_arg(p)
-    p.add_argument("--path", default=None, help="audit log to read (default: audit.path)")
-    p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
-    p.add_argument("--since", default=None, help="only entries at or after this time")
-    p.add_argument("--until", default=None, help="only entries before this time")
+    p.add_argument("--url", default=None, help="API base URL (default: $DRIFTLINE_URL or [http])")
+    p.add_argument(
+        "--token-file", default=None, help="API token file (default: $DRIFTLINE_API_TOKEN)"
+    )
+    p.add_argument("--json", action="store_true", help="print the raw JSON response")
 
 
-def _oversight(what: str, duration: bool = False) -> Callable[[argparse.ArgumentParser], None]:
+def _decision_args(
+    p: argparse.ArgumentParser, reason_help: str = "why (kept in the audit log)"
+) -> None:
+    p.add_argument("--by", default=os.environ.get("USER", ""), help="who decides (default: $USER)")
+    p.add_argument("--reason", default="", help=reason_help)
+
+
+def _oversight(what: str) -> Callable[[argparse.ArgumentParser], None]:
     def setup(p: argparse.ArgumentParser) -> None:
-        _config_arg(p)
+        _api_args(p)
         p.add_argument("id", help=f"id of the {what}")
-        p.add_argument(
-            "--by", default=os.environ.get("USER", ""), help="who decides (default: $USER)"
-        )
-        p.add_argument("--reason", default="", help="why (kept in the audit log)")
-        if duration:
-            p.add_argument("--duration", type=float, required=True, help="seconds it lasts")
+        _decision_args(p)
 
     return setup
 
+
+def _setup_silence(p: argparse.ArgumentParser) -> None:
+    _api_args(p)
+    p.add_argument("id", help="alert id (or a model name with --model-wide)")
+    p.add_argument("--model-wide", action="store_true", help="silence every alert of model ID")
+    p.add_argument("--rule", default=None, help="with --model-wide: only this rule")
+    _decision_args(p)
+    p.add_argument("--duration", type=float, required=True, help="seconds")
+
+
+def _setup_override(p: argparse.ArgumentParser) -> None:
+    _api_args(p)
+    p.add_argument("id", help="model name")
+    _decision_args(p, "why a person takes over")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: until lifted)")
+    p.add_argument("--lift", action="store_true", help="end the override")
+
+
+def _setup_list_alerts(p: argparse.ArgumentParser) -> None:
+    _api_args(p)
+    p.add_argument("--model", default=None)
+    p.add_argument(
+        "--state", default=None, choices=("firing", "acknowledged", "silenced", "resolved")
+    )
+
+
+def _setup_list_retrains(p: argparse.ArgumentParser) -> None:
+    _api_args(p)
+    p.add_argument("--model", default=None)
+    p.add_argument(
+        "--status", default=None, choices=("pending", "approved", "rejected", "sent", "failed")
+    )
+
+
+_OVERSIGHT = "monitor.oversight_cli"
 
 COMMANDS: tuple[Command, ...] = (
     Command(
@@ -134,7 +189,13 @@ COMMANDS: tuple[Command, ...] = (
         "run a self-contained demo (embedded broker, synthetic drifting stream)",
         _setup_demo,
     ),
-    Command(("replay",), "monitor.replay", "main", "replay recorded events offline", _setup_replay),
+    Command(
+        ("replay",),
+        "monitor.replay",
+        "main",
+        "run the pipeline over recorded events",
+        _setup_replay,
+    ),
     Command(
         ("reference", "build"),
         "monitor.reference_cli",
@@ -150,37 +211,41 @@ COMMANDS: tuple[Command, ...] = (
         _setup_audit_verify,
     ),
     Command(
-        ("audit", "export"), "monitor.audit", "main", "export audit entries", _setup_audit_export
+        ("audit", "export"),
+        "monitor.audit",
+        "main",
+        "export a model's audit evidence",
+        _setup_audit_export,
     ),
     Command(
         ("approve",),
-        "monitor.oversight_cli",
+        _OVERSIGHT,
         "main",
         "approve a pending retrain request",
         _oversight("retrain request"),
     ),
     Command(
         ("reject",),
-        "monitor.oversight_cli",
+        _OVERSIGHT,
         "main",
         "reject a pending retrain request",
         _oversight("retrain request"),
     ),
-    Command(("ack",), "monitor.oversight_cli", "main", "acknowledge an alert", _oversight("alert")),
+    Command(("ack",), _OVERSIGHT, "main", "acknowledge an alert", _oversight("alert")),
     Command(
         ("silence",),
-        "monitor.oversight_cli",
+        _OVERSIGHT,
         "main",
-        "silence an alert for a while",
-        _oversight("alert", duration=True),
+        "silence an alert (or a model) for a while",
+        _setup_silence,
     ),
     Command(
-        ("override",),
-        "monitor.oversight_cli",
-        "main",
-        "override an alert's verdict for a while (a recorded human decision)",
-        _oversight("alert", duration=True),
+        ("override",), _OVERSIGHT, "main", "a person takes over a model's alerting", _setup_override
     ),
+    Command(
+        ("alerts",), _OVERSIGHT, "main", "list alerts of the running daemon", _setup_list_alerts
+    ),
+    Command(("retrains",), _OVERSIGHT, "main", "list retrain requests", _setup_list_retrains),
 )
 
 
