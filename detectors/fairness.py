@@ -193,9 +193,9 @@ def group_rates(
     else:
         counts = np.asarray(confusion)
         names = tuple(str(g) for g in (groups if groups is not None else range(counts.shape[0])))
-    if counts.ndim != 3 or counts.shape[1:] != (2, 2):
+    if counts.ndim != 3 or counts.shape[1:] != (2, 2) or counts.shape[0] == 0:
         raise ValueError(
-            f"fairness needs binary confusion counts of shape (groups, 2, 2), got shape {counts.shape}"
+            f"fairness needs binary confusion counts of shape (groups >= 1, 2, 2), got shape {counts.shape}"
         )
     if len(names) != counts.shape[0]:
         raise ValueError(f"{len(names)} group names for {counts.shape[0]} groups")

@@ -149,18 +149,37 @@ def _multinomial_delta_se(m: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Delta-method standard errors of the macro scores under multinomial sampling.
 
     The confusion cells are a multinomial sample of size N with cell probabilities p, so
-    ``Var f(p_hat) ~= (g' diag(p) g - (g'p)^2) / N`` with ``g`` the gradient of f at p,
-    taken here by central differences on all k*k cells at once.
+    ``Var f(p_hat) ~= (g' diag(p) g - (g'p)^2) / N`` with ``g`` the gradient of f at p.
+    With ``row_c``/``col_c`` the true/predicted totals of class c and K present classes,
+    the gradients with respect to cell (i, j) are (terms of classes with a zero
+    denominator, scored 0 by convention, drop out):
+
+    * macro precision: ``(1/K) (δ_ij - precision_j) / col_j``
+    * macro recall: ``(1/K) (δ_ij - recall_i) / row_i``
+    * macro F1: ``(1/K) (2 δ_ij / S_i - F1_i / S_i - F1_j / S_j)``, ``S_c = row_c + col_c``
     """
     n = m.sum()
-    p = (m / n).ravel()
-    h = 1e-6
-    eye = np.eye(p.size) * h
-    shape = (p.size, *m.shape)
-    f_plus = _macro_scores((p + eye).reshape(shape), present)
-    f_minus = _macro_scores((p - eye).reshape(shape), present)
-    g = (f_plus - f_minus) / (2.0 * h)  # (cells, 3)
-    var = (g * g * p[:, None]).sum(axis=0) - (g * p[:, None]).sum(axis=0) ** 2
+    p = m / n
+    k_present = present.sum()
+    tp = np.diag(p)
+    col = p.sum(axis=0)
+    row = p.sum(axis=1)
+    s = row + col
+    eye = np.eye(p.shape[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv_col = np.where(col > 0, 1.0 / col, 0.0)
+        inv_row = np.where(row > 0, 1.0 / row, 0.0)
+        inv_s = np.where(s > 0, 1.0 / s, 0.0)
+        prec = tp * inv_col
+        rec = tp * inv_row
+        f1 = 2.0 * tp * inv_s
+    # Absent classes have zero totals, so every term of theirs is already 0.
+    g_prec = (eye - prec[None, :]) * inv_col[None, :]
+    g_rec = (eye - rec[:, None]) * inv_row[:, None]
+    g_f1 = 2.0 * eye * inv_s[:, None] - (f1 * inv_s)[:, None] - (f1 * inv_s)[None, :]
+    g = np.stack([g_prec, g_rec, g_f1]).reshape(3, -1) / k_present
+    pv = p.ravel()
+    var = (g * g * pv).sum(axis=1) - (g * pv).sum(axis=1) ** 2
     return np.sqrt(np.maximum(var, 0.0) / n)
 
 

@@ -279,3 +279,39 @@ def test_errors_name_the_problem():
         regression_metrics(Moments(2))
     with pytest.raises(ValueError, match="decision_threshold"):
         estimated_classification_metrics(ScoreHistogram(), 1.5)
+
+
+def test_macro_standard_errors_match_finite_difference_delta_method():
+    # Independent check of the analytic gradients: numerical gradients of scikit-learn's
+    # own macro scores, then the multinomial delta-method variance.
+    rng = np.random.default_rng(24)
+    m = rng.integers(0, 60, (4, 4)) + np.diag([200, 150, 100, 80])
+    n = m.sum()
+    p = (m / n).ravel()
+    kw = {"average": "macro", "zero_division": 0}
+
+    def scores(q):
+        # Continuous extension of sklearn's macro scores to real-valued cell weights.
+        q = q.reshape(4, 4)
+        tp, col, row = np.diag(q), q.sum(axis=0), q.sum(axis=1)
+        return np.array([np.mean(tp / col), np.mean(tp / row), np.mean(2 * tp / (row + col))])
+
+    yt = np.repeat(np.arange(4), m.sum(axis=1))
+    yp = np.concatenate([np.repeat(np.arange(4), m[i]) for i in range(4)])
+    np.testing.assert_allclose(
+        scores(p),
+        [
+            skm.precision_score(yt, yp, **kw),
+            skm.recall_score(yt, yp, **kw),
+            skm.f1_score(yt, yp, **kw),
+        ],
+        atol=EXACT,
+    )
+    h = 1e-6
+    g = np.array([(scores(p + h * e) - scores(p - h * e)) / (2 * h) for e in np.eye(16)])
+    se = np.sqrt(((g * g * p[:, None]).sum(0) - (g * p[:, None]).sum(0) ** 2) / n)
+    r = classification_metrics(m, average="macro")
+    for i, name in enumerate(("precision", "recall", "f1")):
+        assert (r[name].ci_high - r[name].ci_low) / (2 * 1.959963984540054) == pytest.approx(
+            se[i], rel=1e-6
+        )
