@@ -88,6 +88,7 @@ __all__ = [
     "load_config_text",
     "mask_secrets",
     "render_resolved",
+    "url_problem",
 ]
 
 # --------------------------------------------------------------------------- metrics
@@ -792,9 +793,6 @@ class _Check:
     ctx: _Ctx
     raw: dict
 
-    def has(self, *names: str) -> bool:
-        return all(n in self.kw for n in names)
-
     def key(self, name: str) -> tuple:
         return self.path + ("for" if name == "for_" else name,)
 
@@ -840,7 +838,7 @@ class _Check:
                 self.error(name, problem)
 
 
-_BLOCKED_HOSTS = {"metadata.google.internal", "metadata", "metadata.azure.internal"}
+_BLOCKED_HOSTS = {"metadata.google.internal", "metadata"}  # "metadata": GCE short name
 _BLOCKED_NETS = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10")]
 _BLOCKED_IPS = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("169.254.169.254")}
 
