@@ -1,0 +1,394 @@
+"""``driftline run``: wires the parts together and runs the poll loop.
+
+The loop is plain (after Quix Streams): poll a micro-batch -> decode and process per
+partition -> dead-letter bad records -> advance watermarks and evaluate -> checkpoint if
+due. A checkpoint is ordered and documented in :meth:`App.checkpoint`: flush the
+dead-letter producer -> write state, offsets, evaluations and outbox in one transaction ->
+commit offsets to Kafka. SIGTERM only asks the loop to stop; it then finishes the batch
+in hand, checkpoints, commits and exits 0. Periodic work (checkpoint due, idle pane close,
+report purge) is scheduled by APScheduler, whose jobs only raise flags that the loop
+acts on, so pipeline state is touched by one thread only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from monitor.audit import AuditLog
+from monitor.decode import RecordDecoder
+from monitor.errors import ConfigError, StateError
+from monitor.ingest import ingest
+from monitor.metrics import Metrics
+from monitor.outbox import Deliverer, Outbox
+from monitor.oversight import Oversight
+from monitor.pipeline import Output, Pipeline
+from monitor.profiles import load_profiles
+from monitor.replay import transition_record
+from monitor.sinks import build_sinks
+from monitor.state import StateStore
+
+__all__ = ["App", "main", "kafka_security", "EVALUATIONS_SCHEMA"]
+
+log = logging.getLogger("driftline.app")
+
+EVALUATIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    model TEXT NOT NULL, window_end REAL NOT NULL, metric TEXT NOT NULL, scope TEXT NOT NULL,
+    record TEXT NOT NULL, PRIMARY KEY (model, window_end, metric, scope));
+"""
+
+
+def kafka_security(k) -> dict[str, Any]:
+    """kafka-python client settings for TLS and SASL from ``[kafka]``."""
+    out: dict[str, Any] = {"security_protocol": k.security_protocol}
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        out.update(ssl_check_hostname=k.ssl_check_hostname)
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(k, key):
+                out[key] = getattr(k, key)
+    if k.security_protocol.startswith("SASL"):
+        out.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_plain_username,
+                   sasl_plain_password=k.sasl_plain_password)
+    return out
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, app: App):
+        self.app = app
+
+    def on_partitions_revoked(self, revoked):
+        self.app._on_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned):
+        self.app._on_assigned(assigned)
+
+    def on_partitions_lost(self, lost):
+        self.app._on_lost(lost)
+
+
+class App:
+    """The daemon. ``bootstrap_servers`` and ``state_dir`` override the config (demo, tests)."""
+
+    def __init__(self, config, *, config_source: str = "<config>", bootstrap_servers: list[str] | None = None,
+                 state_dir: str | None = None, http_port: int | None = None, http_host: str | None = None,
+                 registry: CollectorRegistry | None = None, profile_base: Path | None = None,
+                 consumer_overrides: dict[str, Any] | None = None, on_output=None):
+        self.config = config
+        self.bootstrap = list(bootstrap_servers or config.kafka.bootstrap_servers)
+        if not self.bootstrap:
+            raise ConfigError("kafka.bootstrap_servers is empty: `driftline run` needs a broker "
+                              "(`driftline demo` starts an embedded one)", key="kafka.bootstrap_servers")
+        self.metrics = Metrics(registry)
+        self.metrics.build_info.info({"version": _version()})
+        self.store = StateStore(state_dir or config.state.dir)
+        with self.store.transaction() as conn:
+            conn.execute(EVALUATIONS_SCHEMA.strip().rstrip(";"))
+        audit_path = config.audit.path if state_dir is None else str(Path(state_dir) / "audit.jsonl")
+        self.audit = AuditLog(audit_path)
+        self.audit.config_loaded(config, config_source)
+        self.oversight = Oversight.from_config(config, self.store, self.audit, self.metrics)
+        self.outbox = Outbox(self.store, build_sinks(config, bootstrap_servers=self.bootstrap),
+                             group_by_model=config.alerting.group_by_model)
+        d = config.delivery
+        self.deliverer = Deliverer(self.outbox, metrics=self.metrics, max_attempts=d.max_attempts,
+                                   backoff_initial_seconds=d.backoff_initial_seconds,
+                                   backoff_max_seconds=d.backoff_max_seconds,
+                                   poll_interval_seconds=d.poll_interval_seconds)
+        self.profiles = load_profiles(config, profile_base)
+        for name, prof in self.profiles.items():
+            if prof is not None:
+                raw = json.dumps(prof.to_dict(), sort_keys=True).encode()
+                import hashlib
+
+                self.audit.reference_version(name, f"v{prof.version}", config.model(name).reference,
+                                             hashlib.sha256(raw).hexdigest())
+        self.pipeline = Pipeline(config, self.profiles, self.metrics)
+        self.pipeline.restore_models(self.store.blobs("model/"))
+        self.decoder = RecordDecoder(config.fields, config.models)
+        self.consumer_overrides = consumer_overrides or {}
+        self.on_output = on_output
+        self.http_host = http_host if http_host is not None else config.http.host
+        self.http_port = http_port if http_port is not None else config.http.port
+        self.http = None
+        self._stop = threading.Event()
+        self._checkpoint_due = threading.Event()
+        self._idle_due = threading.Event()
+        self.positions: dict[tuple[str, int], int] = {}
+        self.assigned: set[TopicPartition] = set()
+        self.restored = False
+        self.last_poll = 0.0
+        self.consumer: KafkaConsumer | None = None
+        self.producer: KafkaProducer | None = None
+        self.scheduler = BackgroundScheduler(daemon=True)
+
+    # -- wiring ------------------------------------------------------------------------------
+    def _client_common(self) -> dict[str, Any]:
+        k = self.config.kafka
+        return {"bootstrap_servers": self.bootstrap, "client_id": k.client_id, **kafka_security(k)}
+
+    def _make_consumer(self) -> KafkaConsumer:
+        k = self.config.kafka
+        settings = dict(
+            group_id=k.group_id, enable_auto_commit=False, auto_offset_reset=k.auto_offset_reset,
+            session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
+            max_poll_records=k.max_poll_records, **self._client_common(),
+        )
+        settings.update(self.consumer_overrides)
+        c = KafkaConsumer(**settings)
+        topics = [self.config.topics.predictions] + ([self.config.topics.labels] if self.config.topics.labels else [])
+        c.subscribe(topics, listener=_Rebalance(self))
+        return c
+
+    def _start_http(self) -> None:
+        from monitor.http import HttpServer
+
+        h = self.config.http
+        self.http = HttpServer(
+            self.http_host, self.http_port, self.metrics.registry, live=self.live, ready=self.ready,
+            oversight=self.oversight, api_token=h.api_token, max_body_bytes=h.max_body_bytes,
+            rate_limit_per_minute=h.rate_limit_per_minute, reports_dir=self.config.reports.dir,
+            models=self.model_summaries,
+        )
+        self.http.start()
+        log.info("serving /metrics /livez /readyz /api on http://%s:%s", self.http_host, self.http.port)
+
+    # -- health ------------------------------------------------------------------------------
+    def live(self) -> bool:
+        """The poll loop completed an iteration recently (a hung loop fails liveness)."""
+        bound = max(60.0, 4 * self.config.kafka.session_timeout_ms / 1000.0)
+        return self.last_poll > 0 and time.time() - self.last_poll < bound
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.assigned:
+            return False, "no partitions assigned"
+        if not self.restored:
+            return False, "state not restored"
+        lag = self._lag()
+        if lag > self.config.kafka.max_lag_ready:
+            return False, f"lagging: {lag} records behind (max_lag_ready={self.config.kafka.max_lag_ready})"
+        return True, f"{len(self.assigned)} partitions assigned, lag {lag}"
+
+    def _lag(self) -> int:
+        total = 0
+        c = self.consumer
+        if c is None:
+            return 0
+        for tp in list(self.assigned):
+            hw = c.highwater(tp)
+            pos = self.positions.get((tp.topic, tp.partition))
+            if hw is not None and pos is not None:
+                lag = max(0, hw - pos)
+                total += lag
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        return total
+
+    def model_summaries(self) -> list[dict[str, Any]]:
+        out = []
+        for m in self.pipeline.models:
+            out.append({"name": m.cfg.name, "task": m.cfg.task, "ready": m.ready,
+                        "reference": m.cfg.reference or ("warm-up" if m.ready else f"warming up {m.warmup_n}/{m.cfg.warmup_events}"),
+                        "window_events": m.window.n_predictions if m.window is not None else 0,
+                        "firing": [{"rule": r, "scope": s} for r, s in m.policy.firing()]})
+        return out
+
+    # -- rebalance -----------------------------------------------------------------------------
+    def _on_revoked(self, revoked) -> None:
+        if not revoked:
+            return
+        log.info("partitions revoked: %s; checkpointing", sorted((tp.topic, tp.partition) for tp in revoked))
+        self.checkpoint()
+        self.assigned -= set(revoked)
+        keep = {tp.partition for tp in self.assigned}
+        for tp in revoked:
+            if tp.partition not in keep:
+                self.pipeline.drop_partition(tp.partition)
+            self.positions.pop((tp.topic, tp.partition), None)
+
+    def _on_lost(self, lost) -> None:
+        # the group moved on without us: our uncommitted state may be stale; discard it
+        log.warning("partitions lost: %s; discarding their in-memory state", sorted((tp.topic, tp.partition) for tp in lost))
+        self.assigned -= set(lost)
+        for tp in lost:
+            self.pipeline.drop_partition(tp.partition)
+            self.positions.pop((tp.topic, tp.partition), None)
+
+    def _on_assigned(self, assigned) -> None:
+        stored = self.store.offsets()
+        for tp in sorted(assigned, key=lambda t: (t.topic, t.partition)):
+            if tp.partition not in self.pipeline.partitions:
+                self.pipeline.restore_partition(tp.partition, self.store.blob(f"partition/{tp.partition}"))
+            off = stored.get((tp.topic, tp.partition))
+            if off is not None:
+                self.consumer.seek(tp, off)
+                self.positions[(tp.topic, tp.partition)] = off
+        self.assigned |= set(assigned)
+        self.restored = True
+        self.metrics.assigned_partitions.set(len(self.assigned))
+        log.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def run(self, duration: float | None = None) -> int:
+        """Consume until stopped (SIGTERM/SIGINT, ``request_stop`` or ``duration`` seconds)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        self.producer = KafkaProducer(linger_ms=20, acks="all", **self._client_common())
+        self.consumer = self._make_consumer()
+        self._start_http()
+        self.deliverer.start()
+        s = self.config
+        self.scheduler.add_job(self._checkpoint_due.set, "interval", seconds=s.state.checkpoint_interval_seconds, id="checkpoint")
+        self.scheduler.add_job(self._idle_due.set, "interval", seconds=max(1.0, s.scheduler.idle_close_seconds / 2), id="idle-close")
+        self.scheduler.add_job(self.oversight.flush_audit, "interval", seconds=5, id="audit-flush")
+        self.scheduler.start()
+        deadline = None if duration is None else time.monotonic() + duration
+        try:
+            while not self._stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self.poll_once()
+            self.checkpoint()
+        finally:
+            self.close()
+        return 0
+
+    def poll_once(self) -> None:
+        k = self.config.kafka
+        records = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=k.max_poll_records)
+        self.last_poll = time.time()
+        self.metrics.poll_loop_heartbeat.set(self.last_poll)
+        for tp in sorted(records, key=lambda t: (t.topic != self.config.topics.predictions, t.partition)):
+            recs = records[tp]
+            if tp not in self.assigned:
+                continue
+            kind = "predictions" if tp.topic == self.config.topics.predictions else "labels"
+            values = [r.value for r in recs]
+            failures = ingest(self.pipeline, self.decoder, kind, tp.partition, values, self.metrics, tp.topic)
+            for f in failures:
+                self._dead_letter(tp, recs[f.index], f.reason)
+            self.positions[(tp.topic, tp.partition)] = recs[-1].offset + 1
+        if records:
+            self._emit(self.pipeline.advance())
+        if self._idle_due.is_set():
+            self._idle_due.clear()
+            self._emit(self.pipeline.close_idle(self.config.scheduler.idle_close_seconds))
+        if self._checkpoint_due.is_set():
+            self.checkpoint()
+
+    def _dead_letter(self, tp: TopicPartition, rec, reason: str) -> None:
+        headers = [
+            ("driftline.source.topic", tp.topic.encode()),
+            ("driftline.source.partition", str(tp.partition).encode()),
+            ("driftline.source.offset", str(rec.offset).encode()),
+            ("driftline.error", reason.encode()[:1000]),
+        ]
+        value = rec.value if isinstance(rec.value, bytes) else (b"" if rec.value is None else bytes(rec.value))
+        self.producer.send(self.config.topics.dead_letter, value=value, key=rec.key, headers=headers)
+        self.metrics.dead_letters.labels(tp.topic, reason.split(" ")[0][:40] if reason else "unknown").inc()
+        log.warning("dead-lettered %s[%d]@%d: %s", tp.topic, tp.partition, rec.offset, reason)
+
+    def _emit(self, out: Output) -> None:
+        for t in out.transitions:
+            log.warning("ALERT %s %s/%s %s=%s (threshold %s) window %s..%s", t.state.upper(), t.model, t.rule,
+                        t.scope, t.value, t.threshold, _iso(t.window_start), _iso(t.window_end))
+        if self.on_output is not None:
+            self.on_output(out)
+
+    # -- checkpoint --------------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """flush dead letters -> one transaction (state, offsets, evaluations, outbox) -> commit."""
+        self._checkpoint_due.clear()
+        if self.consumer is None:
+            return
+        if self.producer is not None:
+            self.producer.flush(timeout=30)
+        out = self.pipeline.drain()
+        offsets = {k: v for k, v in self.positions.items()}
+        blobs = {**self.pipeline.partition_blobs(), **self.pipeline.model_blobs()}
+        now = time.time()
+
+        def extra(conn) -> None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO evaluations(model, window_end, metric, scope, record) VALUES (?,?,?,?,?)",
+                [(e.model, e.window_end, e.metric, e.scope, json.dumps(e.record(), sort_keys=True)) for e in out.evaluations],
+            )
+            if out.transitions:
+                self.oversight.record_transitions(conn, out.transitions)
+                notify = [t for t in out.transitions if self.oversight.should_notify(t, now)]
+                self.outbox.enqueue(conn, notify, now=now)
+            for r in out.retrains:
+                t = r["alert"]
+                cfg = self.config.model(r["model"])
+                req = self.oversight.propose_retrain(
+                    conn, r["model"], f"{t.rule}: {t.metric} {t.scope} = {t.value}", (t.window_start, t.window_end),
+                    {"alert": transition_record(t)}, r["labels_since_last"], cfg.high_risk, t.window_end,
+                )
+                if req is not None:
+                    self.outbox.enqueue(conn, [req], now=now)
+
+        try:
+            seconds = self.store.checkpoint(offsets, blobs, extra)
+        except StateError:
+            log.exception("checkpoint refused")
+            raise
+        self.metrics.checkpoint_done(seconds)
+        self.oversight.flush_audit()
+        if out.transitions:
+            self.deliverer.wake()
+        commit = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()
+                  if TopicPartition(t, p) in self.assigned}
+        if commit:
+            try:
+                self.consumer.commit(commit)
+            except Exception as exc:  # noqa: BLE001 - the state DB holds the truth; Kafka's is a hint
+                log.warning("offset commit to Kafka failed (state is safe in the checkpoint): %s", exc)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # not started when run() failed early
+            self.scheduler.shutdown(wait=False)
+        self.deliverer.stop()
+        if self.http is not None:
+            self.http.stop()
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
+        if self.producer is not None:
+            self.producer.close(timeout=10)
+        self.audit.close()
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("driftline")
+    except Exception:  # noqa: BLE001
+        return "0.0.0"
+
+
+def main(args: argparse.Namespace) -> int:
+    from monitor.config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config)
+    app = App(config, config_source=str(args.config), profile_base=Path(args.config).resolve().parent)
+    return app.run()

@@ -1,0 +1,215 @@
+"""``driftline demo``: the whole product on one machine, with nothing but Python.
+
+Starts the embedded Kafka-compatible broker (when no bootstrap servers are configured),
+creates the topics, builds reference profiles for two synthetic models, produces their
+prediction and label streams in compressed time (one simulated minute per wall second by
+default) with three changes at known times, and runs the monitor on them. Alerts are
+printed as they fire; /metrics is served throughout. It stops by itself after
+``--duration`` seconds.
+
+Known changes (simulated minutes after the start):
+  * credit-risk: covariate shift of num_03 by 0.8 sd at minute 20;
+  * credit-risk: selection rate of sex=F drops (scores x0.4) at minute 40;
+  * churn: accuracy drop (35% of labels flipped) at minute 30.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+from detectors.reference import ReferenceProfile
+from monitor.synth import Change, ModelSpec, config_models_toml, generate, reference_frame
+
+__all__ = ["main", "demo_specs", "demo_config_text", "Producer"]
+
+log = logging.getLogger("driftline.demo")
+
+RULES = """
+[[models.rules]]
+name = "feature-drift"
+metric = "psi"
+scope = "feature"
+warn = 0.1
+alert = 0.25
+min_samples = 500
+for = 2
+severity = "warning"
+
+[[models.rules]]
+name = "accuracy-drop"
+metric = "accuracy"
+direction = "below"
+warn = {acc_warn}
+alert = {acc_alert}
+min_samples = 300
+for = 2
+severity = "critical"
+actions = ["notify", "retrain"]
+
+[[models.rules]]
+name = "selection-rate-parity"
+metric = "demographic_parity_difference"
+scope = "group"
+warn = 0.1
+alert = 0.2
+min_samples = 500
+for = 2
+severity = "critical"
+"""
+
+
+def demo_specs() -> list[ModelSpec]:
+    return [
+        ModelSpec("credit-risk", n_numeric=8, n_categorical=3, rate=10.0, label_delay=90.0,
+                  changes=[Change("covariate_shift", 20 * 60, feature="num_03", shift=0.8),
+                           Change("selection_drop", 40 * 60, attribute="sex", group="F", factor=0.4)]),
+        ModelSpec("churn", n_numeric=5, n_categorical=2, rate=10.0, label_delay=60.0,
+                  sensitive={"region": ["north", "south", "east"]},
+                  changes=[Change("accuracy_drop", 30 * 60, flip=0.35)]),
+    ]
+
+
+def demo_config_text(ref_dir: Path, state_dir: Path, http_port: int, bootstrap: list[str] | None = None) -> str:
+    parts = [
+        "[kafka]",
+        f"bootstrap_servers = {list(bootstrap or [])!r}".replace("'", '"'),
+        'group_id = "driftline-demo"',
+        "session_timeout_ms = 6000",
+        "heartbeat_interval_ms = 1000",
+        "[state]",
+        f'dir = "{state_dir.as_posix()}"',
+        "checkpoint_interval_seconds = 2.0",
+        "[http]",
+        f"port = {http_port}",
+        "[scheduler]",
+        "idle_close_seconds = 10.0",
+        "[audit]",
+        f'path = "{(state_dir / "audit.jsonl").as_posix()}"',
+        "[reports]",
+        f'dir = "{(state_dir / "reports").as_posix()}"',
+    ]
+    text = "\n".join(parts) + "\n"
+    for spec in demo_specs():
+        text += config_models_toml(spec, reference=(ref_dir / f"{spec.name}.json").as_posix(),
+                                   rules=RULES.format(acc_warn=0.68, acc_alert=0.62),
+                                   pane_seconds=60.0, window_panes=10, allowed_lateness_seconds=30.0,
+                                   high_risk=spec.name == "credit-risk")
+    return text
+
+
+def build_references(ref_dir: Path) -> None:
+    ref_dir.mkdir(parents=True, exist_ok=True)
+    for spec in demo_specs():
+        data = reference_frame(spec)
+        prof = ReferenceProfile.build(data, numeric=spec.numeric, categorical=spec.categorical, score="score",
+                                      label="label", sensitive=list(spec.sensitive), task="binary")
+        prof.save(ref_dir / f"{spec.name}.json")
+
+
+class Producer(threading.Thread):
+    """Produces the synthetic streams at ``speed`` simulated seconds per wall second."""
+
+    def __init__(self, bootstrap: list[str], topics, start: float, minutes: float, speed: float = 60.0, seed: int = 0):
+        super().__init__(name="demo-producer", daemon=True)
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.start_ts = start
+        self.speed = speed
+        self.stop_event = threading.Event()
+        preds, labels = [], []
+        for k, spec in enumerate(demo_specs()):
+            p, lab = generate(spec, start, minutes * 60.0, seed=seed + k)
+            preds += p
+            labels += lab
+        merged = [(r["timestamp"], 0, r) for r in preds] + [(r["timestamp"], 1, r) for r in labels]
+        merged.sort(key=lambda x: (x[0], x[1]))
+        self.records = merged
+        self.sent = 0
+
+    def run(self) -> None:
+        from kafka import KafkaProducer
+
+        prod = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=50, batch_size=256 * 1024, acks=1)
+        w0 = time.monotonic()
+        i = 0
+        try:
+            while i < len(self.records) and not self.stop_event.is_set():
+                horizon = self.start_ts + (time.monotonic() - w0) * self.speed
+                while i < len(self.records) and self.records[i][0] <= horizon:
+                    _, kind, rec = self.records[i]
+                    topic = self.topics.predictions if kind == 0 else self.topics.labels
+                    prod.send(topic, value=orjson.dumps(rec), key=rec["prediction_id"].encode())
+                    i += 1
+                self.sent = i
+                prod.flush()
+                time.sleep(0.2)
+        finally:
+            prod.flush()
+            prod.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    from monitor.app import App
+    from monitor.config import load_config, load_config_text
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    duration = args.duration if args.duration is not None else 120.0
+    work = Path(getattr(args, "state_dir", None) or tempfile.mkdtemp(prefix="driftline-demo-"))
+    port = getattr(args, "http_port", None) or 9108
+    ref_dir = work / "references"
+    build_references(ref_dir)
+    broker = None
+    if args.config:
+        config = load_config(args.config)
+        bootstrap = list(config.kafka.bootstrap_servers)
+    else:
+        config, bootstrap = None, []
+    if not bootstrap:
+        from monitor.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker()
+        broker.start()
+        bootstrap = [broker.bootstrap]
+        print(f"demo: embedded Kafka-compatible broker (Tansu) on {broker.bootstrap}")
+    try:
+        if config is None:
+            config = load_config_text(demo_config_text(ref_dir, work / "state", port, bootstrap), path="<demo config>")
+        from monitor.broker import create_topics
+
+        t = config.topics
+        create_topics(bootstrap, [t.predictions, t.labels, t.dead_letter, t.alerts], partitions=1)
+        start = time.time() - 3600.0  # simulated event time begins an hour ago
+        minutes = duration * 60.0 / 60.0 + 5
+        producer = Producer(bootstrap, t, start, minutes, speed=60.0, seed=args.seed)
+        print(f"demo: {len(producer.records)} synthetic records for models credit-risk and churn; "
+              "changes at simulated minutes 20 (credit-risk num_03 shift), 30 (churn accuracy), "
+              "40 (credit-risk sex=F selection rate)")
+        print(f"demo: metrics at http://127.0.0.1:{config.http.port}/metrics, state in {work}")
+
+        def show(out) -> None:
+            for e in out.transitions:
+                mins = (e.window_end - start) / 60.0
+                print(f"demo: ALERT {e.state.upper():8s} {e.model}/{e.rule} {e.scope}: {e.metric}={e.value:.4g} "
+                      f"(threshold {e.threshold}) at simulated minute {mins:.0f}", flush=True)
+
+        app = App(config, config_source="<demo config>", bootstrap_servers=bootstrap, on_output=show)
+        producer.start()
+        code = app.run(duration=duration)
+        producer.stop_event.set()
+        producer.join(timeout=10)
+        print(f"demo: done after {duration:.0f}s; produced {producer.sent} records; audit log {config.audit.path}")
+        return code
+    finally:
+        if broker is not None:
+            broker.stop()
+        if os.environ.get("DRIFTLINE_DEMO_KEEP") is None and not getattr(args, "state_dir", None):
+            pass  # keep the temp dir: the audit log and state are worth a look after the demo

@@ -1,0 +1,200 @@
+"""Window evaluation: every configured statistic of one window against the reference.
+
+Inputs are sketches only (the window pane and the reference profile), so an evaluation
+costs O(features x bins + groups), never a rescan of events. Drift tests run vectorised
+over all numeric features at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from detectors.fairness import evaluate_fairness, group_rates
+from detectors.performance import (
+    classification_metrics,
+    estimated_classification_metrics,
+    expected_calibration_error,
+    loss_metrics,
+    regression_metrics,
+    roc_auc,
+)
+from detectors.reference import ReferenceProfile
+from detectors.registry import get_test
+from monitor.panes import Layout, Pane
+from monitor.policy import FAIRNESS_METRICS, Evaluation
+
+__all__ = ["Evaluator", "layout_from_profile"]
+
+_DEFAULT_DRIFT = ("psi",)
+_PREDICTION_FAIRNESS = ("demographic_parity_difference", "disparate_impact_ratio")
+
+
+def layout_from_profile(model_cfg, profile: ReferenceProfile) -> Layout:
+    """The pane layout of a model: feature order from the config, edges and vocabularies from the profile."""
+    numeric = [f.name for f in model_cfg.features if f.type == "numeric"]
+    categorical = [f.name for f in model_cfg.features if f.type == "categorical"]
+    missing = [n for n in numeric if n not in profile.numeric] + [c for c in categorical if c not in profile.categorical]
+    if missing:
+        raise ValueError(f"reference profile of model {model_cfg.name!r} lacks features {missing}")
+    groups = []
+    for a in model_cfg.sensitive:
+        if a not in profile.sensitive:
+            raise ValueError(f"reference profile of model {model_cfg.name!r} lacks sensitive attribute {a!r}")
+        groups.append(list(profile.sensitive[a].groups.categories))
+    n_classes = 2 if model_cfg.task != "multiclass" else max(2, len(model_cfg.classes))
+    return Layout(
+        model=model_cfg.name,
+        task=model_cfg.task,
+        n_classes=n_classes,
+        numeric=numeric,
+        numeric_edges=[profile.numeric[n].edges for n in numeric],
+        categorical=categorical,
+        vocabularies=[list(profile.categorical[c].categories) for c in categorical],
+        sensitive=list(model_cfg.sensitive),
+        groups=groups,
+        intersections=[list(x) for x in model_cfg.intersections],
+        has_score=profile.score is not None,
+        score_bins=profile.score_bins,
+    )
+
+
+class Evaluator:
+    """Evaluates windows of one model; holds the reference counts in the window's layout."""
+
+    def __init__(self, model_cfg, profile: ReferenceProfile, layout: Layout):
+        self.cfg = model_cfg
+        self.profile = profile
+        self.layout = layout
+        L = layout
+        self.ref_num = None
+        if L.numeric:
+            # reference counts in config order, padded like the window's HistogramBank
+            width = max(max(profile.numeric[n].edges.size for n in L.numeric), 1) + 1
+            self.ref_num = np.zeros((len(L.numeric), width), dtype=np.int64)
+            for k, n in enumerate(L.numeric):
+                c = profile.numeric[n].histogram.counts
+                self.ref_num[k, : c.size] = c
+            self.bin_means = np.zeros((len(L.numeric), width))
+            for k, n in enumerate(L.numeric):
+                bm = profile.numeric[n].bin_means
+                self.bin_means[k, : bm.size] = np.nan_to_num(bm)
+            self.ref_std = np.array([math.sqrt(max(float(profile.numeric[n].moments.variance[0]), 0.0)) for n in L.numeric])
+        self.ref_cats = [profile.categorical[c].with_unseen() for c in L.categorical]
+        self.ref_score = profile.score.counts.sum(axis=0) if profile.score is not None else None
+        drift = {r.metric for r in model_cfg.rules if r.scope == "feature"}
+        self.drift_tests = sorted(drift | set(_DEFAULT_DRIFT))
+        self.confidence = 0.95
+
+    # -------------------------------------------------------------------------------------
+    def evaluate(self, window: Pane, window_start: float, window_end: float) -> list[Evaluation]:
+        out: list[Evaluation] = []
+        ev = lambda metric, scope, value, n, **kw: out.append(  # noqa: E731
+            Evaluation(self.cfg.name, metric, scope, value, window_start, window_end, int(n), **kw)
+        )
+        self._drift(window, ev)
+        self._quality(window, ev)
+        self._performance(window, ev)
+        self._fairness(window, ev)
+        return out
+
+    def _drift(self, w: Pane, ev) -> None:
+        L = self.layout
+        if w.hist is not None:
+            cur = w.hist.counts
+            n_cur = cur.sum(axis=1)
+            for name in self.drift_tests:
+                t = get_test(name)
+                if "numeric" not in t.kinds:
+                    continue
+                res = t.rows(self.ref_num, cur, **self._extra(name))
+                for k, feat in enumerate(L.numeric):
+                    ev(name, feat, float(res.statistic[k]), n_cur[k],
+                       p_value=None if res.p_value is None else float(res.p_value[k]))
+        for k, feat in enumerate(L.categorical):
+            cur = w.cats[k].with_unseen()
+            for name in self.drift_tests:
+                t = get_test(name)
+                if "categorical" not in t.kinds:
+                    continue
+                r = t.scalar(self.ref_cats[k], cur)
+                ev(name, feat, float(r.statistic), cur.sum(), p_value=r.p_value)
+        if self.ref_score is not None and w.pred_scores is not None:
+            cur = w.pred_scores.counts.sum(axis=0)
+            r = get_test("psi").scalar(self.ref_score, cur)
+            ev("score_psi", "model", float(r.statistic), cur.sum())
+
+    def _extra(self, name: str) -> dict:
+        if name == "wasserstein":
+            return {"bin_points": self.bin_means, "scale": self.ref_std}
+        return {}
+
+    def _quality(self, w: Pane, ev) -> None:
+        L = self.layout
+        if w.hist is not None:
+            n = w.hist.counts.sum(axis=1) + w.hist.missing
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = np.where(n > 0, w.hist.missing / np.maximum(n, 1), np.nan)
+            for k, feat in enumerate(L.numeric):
+                ev("missing_rate", feat, float(rate[k]), n[k])
+        for k, feat in enumerate(L.categorical):
+            c = w.cats[k]
+            total = c.n + c.missing
+            ev("missing_rate", feat, c.missing / total if total else float("nan"), total)
+            ev("unseen_rate", feat, c.unseen / c.n if c.n else float("nan"), c.n)
+        if self.cfg.task != "regression" or w.n_joined:
+            cov = w.n_joined / w.n_predictions if w.n_predictions else float("nan")
+            ev("label_coverage", "model", min(cov, 1.0) if cov == cov else cov, w.n_predictions)
+
+    def _performance(self, w: Pane, ev) -> None:
+        def put(results) -> None:
+            for name, m in results.items():
+                ev(name, "model", m.value, m.n, ci_low=m.ci_low, ci_high=m.ci_high)
+
+        task = self.cfg.task
+        if task == "regression":
+            if w.loss.count[0] > 0:
+                put(regression_metrics(w.loss, self.confidence))
+            return
+        if w.pred_scores is not None and w.pred_scores.counts.sum() > 0 and task == "binary":
+            est = estimated_classification_metrics(w.pred_scores, self.cfg.decision_threshold, self.confidence)
+            put({f"estimated_{k}": v for k, v in est.items()})
+        if w.n_joined == 0:
+            return
+        average = "binary" if task == "binary" else "macro"
+        put(classification_metrics(w.confusion, average=average, confidence=self.confidence))
+        if w.scores is not None and w.scores.counts.sum() > 0:
+            if task == "binary":
+                put({"roc_auc": roc_auc(w.scores, self.confidence)})
+            put({"ece": expected_calibration_error(w.scores, confidence=self.confidence)})
+        if task == "binary" and w.loss.count[0] > 0:
+            put(loss_metrics(w.loss, self.confidence))
+
+    def _fairness(self, w: Pane, ev) -> None:
+        if self.cfg.task != "binary":
+            return
+        mg = self.cfg.min_group_size
+        for k, (scope, names, _) in enumerate(self.layout.scopes):
+            sel = w.selection[k]
+            pred_report = evaluate_fairness(sel, min_group_size=mg, confidence=self.confidence)
+            lab_report = evaluate_fairness(w.group_confusion[k], min_group_size=mg, confidence=self.confidence)
+            for metric in sorted(FAIRNESS_METRICS):
+                rep = pred_report if metric in _PREDICTION_FAIRNESS else lab_report
+                r = rep.metrics[metric]
+                n = int(sel.counts.sum()) if metric in _PREDICTION_FAIRNESS else int(w.group_confusion[k].counts.sum())
+                details = {"groups": list(r.groups)} if r.groups else None
+                ev(metric, scope, r.value, n, ci_low=r.ci_low, ci_high=r.ci_high, status=r.status, details=details)
+            rates = group_rates(sel, confidence=self.confidence)
+            for g, name in enumerate(names):
+                n = int(rates.n[g])
+                if n:
+                    ev("selection_rate", f"{scope}={name}", float(rates.value[0, g]), n,
+                       ci_low=float(rates.low[0, g]), ci_high=float(rates.high[0, g]))
+            lab = group_rates(w.group_confusion[k], confidence=self.confidence)
+            for g, name in enumerate(names):
+                for ri, rname in ((1, "tpr"), (2, "fpr")):
+                    t = float(lab.trials[ri, g])
+                    if t:
+                        ev(rname, f"{scope}={name}", float(lab.value[ri, g]), t,
+                           ci_low=float(lab.low[ri, g]), ci_high=float(lab.high[ri, g]))

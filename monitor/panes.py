@@ -1,0 +1,227 @@
+"""Panes: tumbling event-time buckets of mergeable sketches, the contract between stages.
+
+A pane holds, for one model and one pane interval, everything a window evaluation needs:
+feature and score histograms, category counts, per-group prediction counts (selection
+rates need no labels), and, for predictions joined with their labels, confusion counts
+per group, the score histogram per true class, loss or regression-error sums and the
+error indicators in a deterministic order for the sequential detectors. Merging panes is
+adding their sketches, so a window is a running sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.performance import LOSS_COLUMNS, REGRESSION_COLUMNS, loss_columns, regression_columns
+from detectors.sketch import CategoryCounts, ConfusionCounts, HistogramBank, Moments, ScoreHistogram
+
+__all__ = ["Layout", "Pane"]
+
+
+@dataclass
+class Layout:
+    """Shape of one model's panes, fixed by its reference profile."""
+
+    model: str
+    task: str
+    n_classes: int
+    numeric: list[str]
+    numeric_edges: list[np.ndarray]
+    categorical: list[str]
+    vocabularies: list[list[str]]
+    sensitive: list[str]
+    groups: list[list[str]]  # vocabulary per sensitive attribute
+    intersections: list[list[str]] = field(default_factory=list)
+    has_score: bool = True  # binary/multiclass models that emit a probability
+    score_bins: int = 100
+
+    def __post_init__(self) -> None:
+        self._sens_index = [{g: k for k, g in enumerate(vocab)} for vocab in self.groups]
+        self.scopes: list[tuple[str, list[str], list[int]]] = []
+        for a, vocab in zip(self.sensitive, self.groups, strict=True):
+            self.scopes.append((a, list(vocab), [self.sensitive.index(a)]))
+        for combo in self.intersections:
+            idx = [self.sensitive.index(a) for a in combo]
+            names = [""]
+            for i in idx:
+                names = [f"{n}&{g}" if n else g for n in names for g in self.groups[i]]
+            self.scopes.append(("&".join(combo), names, idx))
+
+    def group_codes(self, sensitive: list[np.ndarray]) -> np.ndarray:
+        """(n, n_attributes) codes of each event's group per attribute; -1 = outside the vocabulary."""
+        n = len(sensitive[0]) if sensitive else 0
+        out = np.full((n, len(self.sensitive)), -1, dtype=np.int64)
+        for j, values in enumerate(sensitive):
+            idx = self._sens_index[j]
+            uniq, inv = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+            code = np.array([idx.get(u, -1) for u in uniq], dtype=np.int64)
+            out[:, j] = code[inv]
+        return out
+
+    def scope_codes(self, codes: np.ndarray) -> list[np.ndarray]:
+        """Group code per fairness scope (attributes, then intersections) from attribute codes."""
+        out = []
+        for _, _, idx in self.scopes:
+            c = np.zeros(codes.shape[0], dtype=np.int64)
+            bad = np.zeros(codes.shape[0], dtype=bool)
+            for i in idx:
+                c = c * len(self.groups[i]) + codes[:, i]
+                bad |= codes[:, i] < 0
+            out.append(np.where(bad, -1, c))
+        return out
+
+
+class Pane:
+    """The sketches of one model over one pane interval ``[start, start + length)``."""
+
+    kind = "pane"
+    version = 1
+
+    def __init__(self, layout: Layout, start: float):
+        L = layout
+        self.layout = L
+        self.start = float(start)
+        self.n_predictions = 0
+        self.n_joined = 0
+        self.label_delay_sum = 0.0
+        self.hist = HistogramBank(L.numeric_edges) if L.numeric else None
+        # score distribution of every prediction (labels unknown: class 0), for score drift
+        # and label-free estimated performance
+        self.pred_scores = ScoreHistogram(2, L.score_bins) if (L.has_score and L.task != "regression") else None
+        self.cats = [CategoryCounts(v) for v in L.vocabularies]
+        # selection rates per scope come from every prediction (true class unknown: row 0)
+        self.selection = [ConfusionCounts(names, 2) for _, names, _ in L.scopes] if L.task == "binary" else []
+        k = L.n_classes
+        if L.task == "regression":
+            self.confusion = None
+            self.group_confusion = []
+            self.scores = None
+            self.loss = Moments(len(REGRESSION_COLUMNS))
+        else:
+            self.confusion = ConfusionCounts(("all",), k)
+            self.group_confusion = [ConfusionCounts(names, 2) for _, names, _ in L.scopes] if L.task == "binary" else []
+            self.scores = ScoreHistogram(2, L.score_bins) if L.has_score else None
+            self.loss = Moments(len(LOSS_COLUMNS))
+        # error indicators of joined predictions, sorted at seal for a deterministic order
+        self._err_ts: list[np.ndarray] = []
+        self._err_key: list[np.ndarray] = []
+        self._err_val: list[np.ndarray] = []
+        self.errors = np.zeros(0, dtype=np.float64)
+
+    # -- updates --------------------------------------------------------------------------
+    def add_predictions(self, numeric: np.ndarray, score: np.ndarray, categorical: list[np.ndarray],
+                        predicted: np.ndarray, scope_codes: list[np.ndarray]) -> None:
+        n = len(predicted)
+        self.n_predictions += n
+        if self.hist is not None:
+            self.hist.update(numeric)
+        if self.pred_scores is not None:
+            ok = ~np.isnan(score)
+            self.pred_scores.update(score[ok], np.zeros(int(ok.sum()), dtype=np.int64))
+        for c, values in zip(self.cats, categorical, strict=True):
+            c.update(values)
+        for cc, codes in zip(self.selection, scope_codes, strict=True):
+            cc.update(np.zeros(n, dtype=np.int64), predicted, codes)
+
+    def add_outcomes(self, keys: np.ndarray, label_ts: np.ndarray, pred_ts: np.ndarray, score: np.ndarray,
+                     predicted: np.ndarray, label: np.ndarray, scope_codes: list[np.ndarray]) -> None:
+        """Joined (prediction, label) pairs, placed in the pane of the label's event time."""
+        n = len(keys)
+        if n == 0:
+            return
+        self.n_joined += n
+        self.label_delay_sum += float(np.sum(label_ts - pred_ts))
+        L = self.layout
+        if L.task == "regression":
+            self.loss.update(regression_columns(label, score))
+            err = np.abs(label - score)
+        else:
+            y = label.astype(np.int64)
+            self.confusion.update(y, predicted)
+            for cc, codes in zip(self.group_confusion, scope_codes, strict=True):
+                cc.update(y, predicted, codes)
+            ok = ~np.isnan(score)
+            if ok.any() and L.task == "binary":
+                if self.scores is not None:
+                    self.scores.update(score[ok], y[ok])
+                self.loss.update(loss_columns(y[ok], score[ok]))
+            elif ok.any() and self.scores is not None:
+                # multiclass: top-label confidence against "prediction correct"
+                self.scores.update(score[ok], (predicted[ok] == y[ok]).astype(np.int64))
+            err = (predicted != y).astype(np.float64)
+        self._err_ts.append(label_ts)
+        self._err_key.append(keys)
+        self._err_val.append(err)
+
+    def seal(self) -> None:
+        """Fix the error-indicator order by (label time, id hash): independent of arrival interleaving."""
+        if self._err_ts:
+            ts = np.concatenate(self._err_ts)
+            key = np.concatenate(self._err_key)
+            val = np.concatenate(self._err_val)
+            order = np.lexsort((key, ts))
+            self.errors = np.concatenate([self.errors, val[order]])
+            self._err_ts, self._err_key, self._err_val = [], [], []
+
+    # -- algebra --------------------------------------------------------------------------
+    def _sketches(self) -> list[Any]:
+        out: list[Any] = [s for s in (self.hist, self.pred_scores) if s is not None]
+        out += self.cats + self.selection + self.group_confusion
+        out += [s for s in (self.confusion, self.scores, self.loss) if s is not None]
+        return out
+
+    def merge(self, other: Pane) -> Pane:
+        """Add ``other`` into this pane (errors appended after ours)."""
+        for a, b in zip(self._sketches(), other._sketches(), strict=True):
+            a.merge(b)
+        self.n_predictions += other.n_predictions
+        self.n_joined += other.n_joined
+        self.label_delay_sum += other.label_delay_sum
+        if other.errors.size:
+            self.errors = np.concatenate([self.errors, other.errors])
+        return self
+
+    def subtract(self, other: Pane) -> Pane:
+        for a, b in zip(self._sketches(), other._sketches(), strict=True):
+            a.subtract(b)
+        self.n_predictions -= other.n_predictions
+        self.n_joined -= other.n_joined
+        self.label_delay_sum -= other.label_delay_sum
+        return self
+
+    def empty_like(self, start: float) -> Pane:
+        return Pane(self.layout, start)
+
+    # -- state ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        self.seal()
+        return {
+            "kind": self.kind,
+            "version": self.version,
+            "start": self.start,
+            "n_predictions": self.n_predictions,
+            "n_joined": self.n_joined,
+            "label_delay_sum": self.label_delay_sum,
+            "sketches": [s.to_dict() for s in self._sketches()],
+            "errors": self.errors.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, layout: Layout, d: dict[str, Any]) -> Pane:
+        if d.get("kind") != cls.kind or d.get("version") != cls.version:
+            raise ValueError(f"not a version-{cls.version} pane: kind={d.get('kind')!r} version={d.get('version')!r}")
+        p = cls(layout, d["start"])
+        p.n_predictions = int(d["n_predictions"])
+        p.n_joined = int(d["n_joined"])
+        p.label_delay_sum = float(d["label_delay_sum"])
+        mine = p._sketches()
+        if len(mine) != len(d["sketches"]):
+            raise ValueError("pane state does not match the model layout (reference changed?)")
+        for s, sd in zip(mine, d["sketches"], strict=True):
+            fresh = type(s).from_dict(sd)
+            s.__dict__.update(fresh.__dict__)
+        p.errors = np.asarray(d["errors"], dtype=np.float64)
+        return p

@@ -1,0 +1,553 @@
+"""The processing core shared by ``run`` (Kafka) and ``replay`` (files).
+
+Stage 1, per input partition: decoded predictions go into event-time panes and wait in
+the label join; labels complete them (joined outcomes go into the pane of the label's
+event time). A partition's watermark is the smaller of its prediction and label maximum
+event times (the label side counts once labels were seen there) minus the model's
+allowed lateness; panes that end at or before it are sealed and handed to stage 2.
+
+Stage 2, per model: a window pane for ``[t, t + pane)`` is evaluated once every active
+partition has sealed it, so the window's content never depends on how the partitions'
+records interleaved. The window is a running sum of the last ``window_panes`` panes.
+
+Because both stages depend only on each partition's own record order and on event time,
+a replay of the same input, or a run killed and resumed from a checkpoint, produces
+exactly the same evaluations and alert transitions as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from detectors.change_detector import detector_from_dict, detector_registry
+from detectors.reference import ReferenceProfile
+from monitor.decode import LabelBatch, PredictionBatch
+from monitor.evaluate import Evaluator, layout_from_profile
+from monitor.events import AlertEvent
+from monitor.join import JoinTable
+from monitor.metrics import Metrics
+from monitor.panes import Layout, Pane
+from monitor.policy import Evaluation, RulePolicy
+
+__all__ = ["Pipeline", "ModelRuntime", "PartitionState", "Output"]
+
+log = logging.getLogger("driftline.pipeline")
+
+_pack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder()
+
+# prediction join payload: f64 [ts]; f32 [model, score, predicted, scope codes...]
+_P_MODEL, _P_SCORE, _P_PRED, _P_SCOPES = 0, 1, 2, 3
+
+
+@dataclass
+class Output:
+    """What processing produced since the last drain (written by the next checkpoint)."""
+
+    evaluations: list[Evaluation] = field(default_factory=list)
+    transitions: list[AlertEvent] = field(default_factory=list)
+    retrains: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: Output) -> None:
+        self.evaluations += other.evaluations
+        self.transitions += other.transitions
+        self.retrains += other.retrains
+
+
+class ModelRuntime:
+    """Stage-2 state of one model: reference, window, detectors, policy, warm-up buffer."""
+
+    def __init__(self, cfg, index: int, profile: ReferenceProfile | None):
+        self.cfg = cfg
+        self.index = index
+        self.pane = float(cfg.pane_seconds)
+        self.profile: ReferenceProfile | None = None
+        self.layout: Layout | None = None
+        self.evaluator: Evaluator | None = None
+        self.warmup: list[dict[str, np.ndarray]] = []
+        self.warmup_n = 0
+        self.window: Pane | None = None
+        self.panes: deque[Pane] = deque()
+        self.pending: dict[float, Pane] = {}
+        self.next_start: float | None = None
+        self.policy = RulePolicy(cfg.name, cfg.rules)
+        reg = detector_registry()
+        self.detectors = {r.name: reg[r.metric]() for r in cfg.rules if r.metric in reg}
+        self.labels_since_retrain = 0
+        if profile is not None:
+            self.set_profile(profile)
+
+    @property
+    def ready(self) -> bool:
+        return self.layout is not None
+
+    def set_profile(self, profile: ReferenceProfile) -> None:
+        self.profile = profile
+        self.layout = layout_from_profile(self.cfg, profile)
+        self.evaluator = Evaluator(self.cfg, profile, self.layout)
+        self.window = Pane(self.layout, 0.0)
+
+    def pane_start(self, ts: np.ndarray) -> np.ndarray:
+        return np.floor(ts / self.pane) * self.pane
+
+    # -- warm-up reference ----------------------------------------------------------------
+    def add_warmup(self, b: PredictionBatch) -> PredictionBatch | None:
+        """Buffer predictions until ``warmup_events``; returns the rows past the warm-up."""
+        need = self.cfg.warmup_events - self.warmup_n
+        take = min(need, len(b))
+        cols: dict[str, np.ndarray] = {}
+        for j, f in enumerate(self.layout_numeric()):
+            cols[f] = b.numeric[:take, j]
+        for j, f in enumerate(self.layout_categorical()):
+            cols[f] = b.categorical[j][:take]
+        for j, a in enumerate(self.cfg.sensitive):
+            cols[a] = b.sensitive[j][:take]
+        if self.cfg.task != "regression":
+            cols["__score__"] = b.score[:take]
+        self.warmup.append(cols)
+        self.warmup_n += take
+        if self.warmup_n >= self.cfg.warmup_events:
+            self._promote_warmup()
+            if take < len(b):
+                return _slice_batch(b, slice(take, None))
+        return None
+
+    def layout_numeric(self) -> list[str]:
+        return [f.name for f in self.cfg.features if f.type == "numeric"]
+
+    def layout_categorical(self) -> list[str]:
+        return [f.name for f in self.cfg.features if f.type == "categorical"]
+
+    def _promote_warmup(self) -> None:
+        has_score = self.cfg.task != "regression" and any(
+            np.isfinite(c["__score__"]).any() for c in self.warmup if "__score__" in c
+        )
+        profile = ReferenceProfile.from_batches(
+            self.warmup,
+            numeric=self.layout_numeric(),
+            categorical=self.layout_categorical(),
+            score="__score__" if has_score else None,
+            sensitive=list(self.cfg.sensitive),
+            task=self.cfg.task,
+            n_bins=self.cfg.n_bins,
+            decision_threshold=self.cfg.decision_threshold,
+        )
+        log.info("model %s: warm-up reference built from %d predictions", self.cfg.name, self.warmup_n)
+        self.warmup = []
+        self.set_profile(profile)
+
+    # -- stage 2 ----------------------------------------------------------------------------
+    def accept_sealed(self, pane: Pane) -> None:
+        have = self.pending.get(pane.start)
+        if have is None:
+            self.pending[pane.start] = pane
+        else:
+            have.merge(pane)
+
+    def advance(self, sealed_through: float, metrics: Metrics | None, out: Output) -> None:
+        """Evaluate every pane that all active partitions have sealed (in pane order)."""
+        if not self.ready:
+            return
+        if self.next_start is None:
+            if not self.pending:
+                return
+            self.next_start = min(self.pending)
+        window_len = self.pane * self.cfg.window_panes
+        while self.next_start + self.pane <= sealed_through:
+            start = self.next_start
+            pane = self.pending.pop(start, None)
+            if pane is None:
+                if self.pending and min(self.pending) - start >= window_len:
+                    # a gap longer than the window: nothing left in it; jump ahead
+                    self._clear_window()
+                    self.next_start = min(self.pending)
+                    continue
+                pane = Pane(self.layout, start)
+            pane.seal()
+            self._add_pane(pane, metrics, out)
+            self.next_start = start + self.pane
+            if not self.pending and self.next_start + self.pane > sealed_through:
+                break
+
+    def _clear_window(self) -> None:
+        self.panes.clear()
+        self.window = Pane(self.layout, 0.0)
+
+    def _add_pane(self, pane: Pane, metrics: Metrics | None, out: Output) -> None:
+        self.window.merge(pane)
+        self.panes.append(pane)
+        while len(self.panes) > self.cfg.window_panes:
+            self.window.subtract(self.panes.popleft())
+        self.window.errors = np.zeros(0)  # the window keeps sums; errors feed detectors per pane
+        self.labels_since_retrain += pane.n_joined
+        ws = self.panes[0].start
+        we = pane.start + self.pane
+        evals = self.evaluator.evaluate(self.window, ws, we)
+        for name, det in self.detectors.items():
+            hits = det.update_many(pane.errors) if pane.errors.size else np.zeros(0, dtype=np.int64)
+            rule = next(r for r in self.cfg.rules if r.name == name)
+            evals.append(Evaluation(self.cfg.name, rule.metric, "model", float(len(hits)), ws, we, int(pane.errors.size),
+                                    details={"rule": name} if len(hits) else None))
+        transitions = self.policy.apply(evals, ws, we)
+        out.evaluations += evals
+        out.transitions += transitions
+        for t in transitions:
+            if t.state == "firing" and "retrain" in t.actions:
+                out.retrains.append({"model": self.cfg.name, "alert": t, "labels_since_last": self.labels_since_retrain})
+        if metrics is not None:
+            self._export(metrics, evals, pane)
+
+    def _export(self, m: Metrics, evals: list[Evaluation], pane: Pane) -> None:
+        name = self.cfg.name
+        m.panes_closed.labels(name).inc()
+        m.evaluations.labels(name).inc()
+        m.window_events.labels(name).set(self.window.n_predictions)
+        drifted = 0
+        for e in evals:
+            if e.value is not None and not (isinstance(e.value, float) and math.isnan(e.value)):
+                m.statistic.labels(name, e.metric, e.scope).set(e.value)
+            if e.ci_low is not None and e.ci_high is not None:
+                m.statistic_ci.labels(name, e.metric, e.scope, "low").set(e.ci_low)
+                m.statistic_ci.labels(name, e.metric, e.scope, "high").set(e.ci_high)
+            if e.p_value is not None:
+                m.statistic_p.labels(name, e.metric, e.scope).set(e.p_value)
+            if e.metric == "label_coverage" and e.value is not None:
+                m.label_coverage.labels(name).set(e.value)
+        for r in self.cfg.rules:
+            for e in evals:
+                if e.metric == r.metric and "=" not in e.scope:
+                    if r.warn is not None:
+                        m.threshold.labels(name, e.metric, e.scope, "warn").set(r.warn)
+                    if r.alert is not None:
+                        m.threshold.labels(name, e.metric, e.scope, "alert").set(r.alert)
+                    if r.scope == "feature" and e.status == "alert":
+                        drifted += 1
+        m.drifted_features.labels(name).set(drifted)
+
+    # -- state -------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        state = {
+            "kind": "model_runtime",
+            "version": 1,
+            "profile": None if self.profile is None or self.cfg.reference else self.profile.to_dict(),
+            "warmup": [{k: _col(v) for k, v in c.items()} for c in self.warmup],
+            "warmup_n": self.warmup_n,
+            "panes": [p.to_dict() for p in self.panes],
+            "pending": [p.to_dict() for p in self.pending.values()],
+            "next_start": self.next_start,
+            "policy": self.policy.to_dict(),
+            "detectors": {k: d.to_dict() for k, d in self.detectors.items()},
+            "labels_since_retrain": self.labels_since_retrain,
+        }
+        return _pack.encode(state)
+
+    def restore(self, data: bytes) -> None:
+        s = _unpack.decode(data)
+        if s.get("kind") != "model_runtime" or s.get("version") != 1:
+            raise ValueError(f"model {self.cfg.name}: state blob is not a version-1 model_runtime")
+        if s["profile"] is not None:
+            self.set_profile(ReferenceProfile.from_dict(s["profile"]))
+        self.warmup = [{k: _uncol(v) for k, v in c.items()} for c in s["warmup"]]
+        self.warmup_n = s["warmup_n"]
+        if self.ready:
+            self.panes = deque(Pane.from_dict(self.layout, d) for d in s["panes"])
+            self.window = Pane(self.layout, 0.0)
+            for p in self.panes:
+                self.window.merge(p)
+            self.window.errors = np.zeros(0)
+            self.pending = {p.start: p for p in (Pane.from_dict(self.layout, d) for d in s["pending"])}
+        self.next_start = s["next_start"]
+        self.policy.load(s["policy"])
+        for k, d in s["detectors"].items():
+            if k in self.detectors:
+                self.detectors[k] = detector_from_dict(d)
+        self.labels_since_retrain = s["labels_since_retrain"]
+
+
+def _col(a: np.ndarray) -> dict:
+    a = np.asarray(a)
+    if a.dtype == object:
+        return {"o": [None if v is None else str(v) for v in a]}
+    return {"f": a.astype(np.float64).tobytes()}
+
+
+def _uncol(d: dict) -> np.ndarray:
+    if "o" in d:
+        return np.array(d["o"], dtype=object)
+    return np.frombuffer(d["f"], dtype=np.float64).copy()
+
+
+def _slice_batch(b: PredictionBatch, s) -> PredictionBatch:
+    return PredictionBatch(
+        model=b.model, ids=b.ids[s], keys=b.keys[s], ts=b.ts[s], numeric=b.numeric[s],
+        categorical=[c[s] for c in b.categorical], score=b.score[s], predicted=b.predicted[s],
+        sensitive=[x[s] for x in b.sensitive], model_version=b.model_version[s] if b.model_version else [],
+    )
+
+
+class PartitionState:
+    """Stage-1 state of one partition number (predictions[p] and labels[p] together)."""
+
+    def __init__(self, partition: int, n_models: int, n_scopes: int, ttl: float, max_pending: int):
+        self.partition = partition
+        self.ttl = ttl
+        self.preds = JoinTable(1, _P_SCOPES + n_scopes, max_pending)
+        self.labels = JoinTable(2, 1, max_pending)
+        self.open: list[dict[float, Pane]] = [{} for _ in range(n_models)]
+        self.sealed: list[float] = [-math.inf] * n_models
+        self.pred_max = -math.inf
+        self.label_max = -math.inf
+        self.last_activity = time.monotonic()
+        self.idle = False
+
+    def watermark(self) -> float:
+        if self.label_max == -math.inf:
+            return self.pred_max
+        return min(self.pred_max, self.label_max)
+
+    def to_bytes(self) -> bytes:
+        return _pack.encode({
+            "kind": "partition_state",
+            "version": 1,
+            "preds": self.preds.to_bytes(),
+            "labels": self.labels.to_bytes(),
+            "open": [[p.to_dict() for p in panes.values()] for panes in self.open],
+            "sealed": self.sealed,
+            "pred_max": self.pred_max,
+            "label_max": self.label_max,
+        })
+
+    def restore(self, data: bytes, models: list[ModelRuntime], max_pending: int) -> None:
+        s = _unpack.decode(data)
+        if s.get("kind") != "partition_state" or s.get("version") != 1:
+            raise ValueError(f"partition {self.partition}: state blob is not a version-1 partition_state")
+        self.preds = JoinTable.from_bytes(s["preds"], max_pending)
+        self.labels = JoinTable.from_bytes(s["labels"], max_pending)
+        self.open = [
+            {d["start"]: Pane.from_dict(m.layout, d) for d in panes} if m.ready else {}
+            for m, panes in zip(models, s["open"], strict=True)
+        ]
+        self.sealed = list(s["sealed"])
+        self.pred_max = s["pred_max"]
+        self.label_max = s["label_max"]
+
+
+class Pipeline:
+    """Stage 1 for every assigned partition and stage 2 for every model, in one process."""
+
+    def __init__(self, config, profiles: dict[str, ReferenceProfile | None], metrics: Metrics | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+        self.models = [ModelRuntime(m, i, profiles.get(m.name)) for i, m in enumerate(config.models)]
+        self.by_name = {m.cfg.name: m for m in self.models}
+        self.n_scopes = max([len(m.sensitive) + len(m.intersections) for m in config.models] + [0])
+        self.partitions: dict[int, PartitionState] = {}
+        self.out = Output()
+
+    # -- partitions -------------------------------------------------------------------------
+    def partition(self, p: int) -> PartitionState:
+        st = self.partitions.get(p)
+        if st is None:
+            st = PartitionState(p, len(self.models), self.n_scopes, self.config.join.ttl_seconds,
+                                self.config.join.max_pending)
+            self.partitions[p] = st
+        return st
+
+    def drop_partition(self, p: int) -> None:
+        self.partitions.pop(p, None)
+
+    # -- stage 1 ----------------------------------------------------------------------------
+    def add_predictions(self, p: int, batch: PredictionBatch) -> None:
+        m = self.by_name[batch.model]
+        st = self.partition(p)
+        st.last_activity, st.idle = self.clock(), False
+        st.pred_max = max(st.pred_max, float(batch.ts.max()))
+        if not m.ready:
+            rest = m.add_warmup(batch)
+            if rest is None:
+                return
+            batch = rest
+            if m.ready:
+                # the reference now exists: panes of other partitions can start too
+                pass
+        L = m.layout
+        starts = m.pane_start(batch.ts)
+        late = starts < st.sealed[m.index]
+        if late.any():
+            if self.metrics is not None:
+                self.metrics.late_events.labels(m.cfg.name).inc(int(late.sum()))
+            if late.all():
+                return
+            batch = _slice_batch(batch, ~late)
+            starts = starts[~late]
+        codes = L.group_codes(batch.sensitive) if L.sensitive else np.zeros((len(batch), 0), dtype=np.int64)
+        scope_codes = L.scope_codes(codes) if L.sensitive else []
+        for s in np.unique(starts):
+            sel = starts == s
+            pane = st.open[m.index].get(float(s))
+            if pane is None:
+                pane = st.open[m.index][float(s)] = Pane(L, float(s))
+            pane.add_predictions(batch.numeric[sel], batch.score[sel], [c[sel] for c in batch.categorical],
+                                 batch.predicted[sel], [c[sel] for c in scope_codes])
+        # join: labels that arrived first complete these predictions now
+        f32 = np.full((len(batch), _P_SCOPES + self.n_scopes), -1.0, dtype=np.float32)
+        f32[:, _P_MODEL] = m.index
+        f32[:, _P_SCORE] = batch.score
+        f32[:, _P_PRED] = batch.predicted
+        for j, c in enumerate(scope_codes):
+            f32[:, _P_SCOPES + j] = c
+        found, lts, lf64, _ = st.labels.take(batch.keys)
+        if found.any():
+            self._outcomes(st, batch.keys[found], batch.ts[found], f32[found], lts[found], lf64[found, 1])
+        wait = ~found
+        accepted = st.preds.put(batch.keys[wait], batch.ts[wait], np.zeros((int(wait.sum()), 1)), f32[wait])
+        if self.metrics is not None and not accepted.all():
+            self.metrics.join_expired.labels(m.cfg.name, "prediction", "duplicate_id").inc(int((~accepted).sum()))
+
+    def add_labels(self, p: int, batch: LabelBatch) -> None:
+        if not len(batch):
+            return
+        st = self.partition(p)
+        st.last_activity, st.idle = self.clock(), False
+        st.label_max = max(st.label_max, float(batch.ts.max()))
+        found, pts, _, pf32 = st.preds.take(batch.keys)
+        if found.any():
+            self._outcomes(st, batch.keys[found], pts[found], pf32[found], batch.ts[found], batch.label[found])
+        wait = ~found
+        if wait.any():
+            n = int(wait.sum())
+            f64 = np.column_stack([batch.ts[wait], batch.label[wait]])
+            st.labels.put(batch.keys[wait], batch.ts[wait], f64, np.full((n, 1), -1.0))
+
+    def _outcomes(self, st: PartitionState, keys, pred_ts, f32, label_ts, label) -> None:
+        model_idx = f32[:, _P_MODEL].astype(np.int64)
+        for mi in np.unique(model_idx):
+            m = self.models[int(mi)]
+            sel = model_idx == mi
+            starts = m.pane_start(label_ts[sel])
+            late = starts < st.sealed[m.index]
+            if self.metrics is not None:
+                self.metrics.joined.labels(m.cfg.name).inc(int(sel.sum()))
+                self.metrics.label_delay.labels(m.cfg.name).observe(float(np.median(label_ts[sel] - pred_ts[sel])))
+                if late.any():
+                    self.metrics.late_events.labels(m.cfg.name).inc(int(late.sum()))
+            k, pt, f, lt, y = keys[sel], pred_ts[sel], f32[sel], label_ts[sel], label[sel]
+            scopes = [f[:, _P_SCOPES + j].astype(np.int64) for j in range(len(m.layout.scopes))]
+            for s in np.unique(starts[~late]):
+                rows = starts == s
+                pane = st.open[m.index].get(float(s))
+                if pane is None:
+                    pane = st.open[m.index][float(s)] = Pane(m.layout, float(s))
+                pane.add_outcomes(k[rows], lt[rows], pt[rows], f[rows, _P_SCORE].astype(np.float64),
+                                  f[rows, _P_PRED].astype(np.int64), y[rows], [c[rows] for c in scopes])
+
+    # -- watermarks, sealing, stage 2 -----------------------------------------------------------
+    def advance(self) -> Output:
+        """Seal panes behind each partition's watermark, expire the join, evaluate ready windows."""
+        for st in self.partitions.values():
+            wm = st.watermark()
+            for m in self.models:
+                if not m.ready or wm == -math.inf:
+                    continue
+                cutoff = math.floor((wm - m.cfg.allowed_lateness_seconds) / m.pane) * m.pane
+                if cutoff <= st.sealed[m.index]:
+                    continue
+                for start in sorted(s for s in st.open[m.index] if s + m.pane <= cutoff):
+                    pane = st.open[m.index].pop(start)
+                    pane.seal()
+                    m.accept_sealed(pane)
+                st.sealed[m.index] = cutoff
+            self._expire(st)
+        for m in self.models:
+            active = [st.sealed[m.index] for st in self.partitions.values() if not st.idle and st.pred_max > -math.inf]
+            if active:
+                m.advance(min(active), self.metrics, self.out)
+        self._gauges()
+        return self.out
+
+    def _expire(self, st: PartitionState) -> None:
+        if st.pred_max > -math.inf:
+            _, _, f32 = st.preds.expire(st.pred_max - st.ttl)
+            self._count_expired(f32[:, _P_MODEL] if len(f32) else np.zeros(0), "prediction")
+        if st.label_max > -math.inf:
+            ts, _, _ = st.labels.expire(st.label_max - st.ttl)
+            if len(ts) and self.metrics is not None:
+                self.metrics.join_expired.labels("", "label", "ttl").inc(len(ts))
+
+    def _count_expired(self, model_codes: np.ndarray, kind: str) -> None:
+        if self.metrics is None or not len(model_codes):
+            return
+        idx, counts = np.unique(model_codes.astype(np.int64), return_counts=True)
+        for i, c in zip(idx, counts, strict=True):
+            self.metrics.join_expired.labels(self.models[int(i)].cfg.name, kind, "ttl").inc(int(c))
+
+    def _gauges(self) -> None:
+        if self.metrics is None:
+            return
+        waiting = np.zeros(len(self.models), dtype=np.int64)
+        labels = 0
+        for st in self.partitions.values():
+            live = st.preds.f32[st.preds.head : st.preds.tail][st.preds.alive[st.preds.head : st.preds.tail]]
+            if len(live):
+                waiting += np.bincount(live[:, _P_MODEL].astype(np.int64), minlength=len(self.models))
+            labels += len(st.labels)
+        for m, w in zip(self.models, waiting, strict=True):
+            self.metrics.join_pending.labels(m.cfg.name, "prediction").set(int(w))
+        self.metrics.join_pending.labels("", "label").set(labels)
+
+    def close_idle(self, idle_seconds: float) -> Output:
+        """Processing-time fallback: idle partitions stop holding back stage 2."""
+        now = self.clock()
+        for st in self.partitions.values():
+            if now - st.last_activity >= idle_seconds:
+                st.idle = True
+        return self.advance()
+
+    def flush_all(self) -> Output:
+        """End of a finite input (replay): seal and evaluate every pane, as if time moved on."""
+        for st in self.partitions.values():
+            for m in self.models:
+                if not m.ready:
+                    continue
+                for start in sorted(st.open[m.index]):
+                    pane = st.open[m.index].pop(start)
+                    pane.seal()
+                    m.accept_sealed(pane)
+                st.sealed[m.index] = math.inf
+        for m in self.models:
+            if m.ready and m.pending:
+                m.advance(max(m.pending) + m.pane, self.metrics, self.out)
+        return self.out
+
+    def drain(self) -> Output:
+        out, self.out = self.out, Output()
+        return out
+
+    # -- state ------------------------------------------------------------------------------------
+    def partition_blobs(self) -> dict[str, bytes]:
+        return {f"partition/{p}": st.to_bytes() for p, st in self.partitions.items()}
+
+    def model_blobs(self) -> dict[str, bytes]:
+        return {f"model/{m.cfg.name}": m.to_bytes() for m in self.models}
+
+    def restore_models(self, blobs: dict[str, bytes]) -> None:
+        for m in self.models:
+            data = blobs.get(f"model/{m.cfg.name}")
+            if data is not None:
+                m.restore(data)
+
+    def restore_partition(self, p: int, data: bytes | None) -> None:
+        st = self.partition(p)
+        if data is not None:
+            st.restore(data, self.models, self.config.join.max_pending)
