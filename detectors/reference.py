@@ -259,7 +259,8 @@ class ReferenceProfile:
           ``score >= decision_threshold``); multiclass classes are the sorted union of
           label and prediction values (as strings) and are stored as ``classes``;
           regression uses both as numbers. Rows with a missing label are left out of
-          the performance sketches.
+          the performance sketches. Log loss and Brier are profiled for binary tasks
+          only (a multiclass log loss needs every class's probability, not one score).
         * sensitive: per attribute, the group vocabulary and (binary with labels) the
           confusion counts per group. ``intersections`` adds groups crossing several
           sensitive attributes, named as :func:`detectors.fairness.intersection_groups`.
