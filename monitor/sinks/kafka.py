@@ -135,6 +135,10 @@ class KafkaSink(Sink):
             "delivery_timeout_ms": 2 * ms,
             "key_serializer": str.encode,
         }
+        known = getattr(self._factory, "DEFAULT_CONFIG", None)
+        if known is None or "bootstrap_timeout_ms" in known:
+            # kafka-python 3 waits 30 s for a first broker by default, whatever max_block_ms says.
+            cfg["bootstrap_timeout_ms"] = ms
         cfg.update(self.producer_config)
         return self._factory(**cfg)
 
