@@ -11,10 +11,10 @@ Examples
 --------
 >>> import numpy as np
 >>> rng = np.random.default_rng(7)
->>> errors = np.concatenate([rng.random(2000) < 0.1, rng.random(2000) < 0.3]).astype(float)
+>>> errors = np.concatenate([rng.random(1000) < 0.1, rng.random(1000) < 0.3]).astype(float)
 >>> det = DDM()
 >>> det.update_many(errors).tolist()
-[2079]
+[1039]
 """
 
 from __future__ import annotations

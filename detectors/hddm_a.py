@@ -13,10 +13,10 @@ Examples
 --------
 >>> import numpy as np
 >>> rng = np.random.default_rng(7)
->>> errors = np.concatenate([rng.random(2000) < 0.1, rng.random(2000) < 0.3]).astype(float)
+>>> errors = np.concatenate([rng.random(1000) < 0.1, rng.random(1000) < 0.3]).astype(float)
 >>> det = HDDM_A()
 >>> det.update_many(errors).tolist()
-[2058]
+[1102]
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ river, after a detection the detector restarts from the next value.
 Examples
 --------
 >>> import numpy as np
->>> rng = np.random.default_rng(7)
->>> errors = np.concatenate([rng.random(2000) < 0.1, rng.random(2000) < 0.3]).astype(float)
+>>> rng = np.random.default_rng(3)
+>>> errors = np.concatenate([rng.random(1000) < 0.1, rng.random(1000) < 0.3]).astype(float)
 >>> det = HDDM_W()
 >>> det.update_many(errors).tolist()
-[2007]
+[1062]
 """
 
 from __future__ import annotations
