@@ -115,16 +115,17 @@ sorted key order so the output (and the checksum annotation) is stable.
 {{- end }}
 
 {{/*
-Fail the render when a secret-looking key holds a literal value. Secrets belong in a Secret,
-referenced as "${VAR}" (an environment variable mapped in secrets.env); a ConfigMap is
-readable by anyone who can read the namespace's configuration.
+Fail the render when a secret-looking key holds a value without a "${VAR}" reference (e.g.
+"Bearer ${TRIGGER_TOKEN}" is fine, a literal token is not). Secrets belong in a Secret, mapped
+to environment variables in secrets.env; a ConfigMap is readable by anyone who can read the
+namespace's configuration.
 */}}
 {{- define "driftline.validateSecrets" -}}
 {{- $path := .path }}
 {{- if kindIs "map" .value }}
 {{- range $k, $v := .value }}
 {{- $p := printf "%s.%s" $path $k }}
-{{- if and (kindIs "string" $v) (ne $v "") (regexMatch "(?i)(password|secret|token|webhook_url|api_key|hmac|credential)" $k) (not (regexMatch "^\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}$" $v)) }}
+{{- if and (kindIs "string" $v) (ne $v "") (regexMatch "(?i)(password|secret|token|webhook_url|api_key|hmac|credential|authorization)" $k) (not (regexMatch "\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}" $v)) }}
 {{- fail (printf "%s holds a literal secret; write \"${ENV_VAR}\" and map ENV_VAR to a key of secrets.existingSecret in secrets.env" $p) }}
 {{- end }}
 {{- include "driftline.validateSecrets" (dict "path" $p "value" $v) }}
