@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import msgspec
+
 from monitor.triggers.airflow import AirflowTarget
 from monitor.triggers.argo import ArgoTarget
 from monitor.triggers.base import TriggerCall, TriggerResult, TriggerTarget, retrain_payload
@@ -59,11 +61,19 @@ def make_target(kind: str, **options: Any) -> TriggerTarget:
 
 
 def target_from_config(target_cfg: Any) -> TriggerTarget:
-    """From the config's ``triggers.target`` section (an object with attributes or a dict)."""
-    options = dict(target_cfg) if isinstance(target_cfg, dict) else {
-        k: getattr(target_cfg, k) for k in dir(target_cfg) if not k.startswith("_") and not callable(getattr(target_cfg, k))
-    }
+    """From the config's ``triggers.target`` section (a msgspec struct or a dict).
+
+    Keys left at the section's defaults (``event_type``, ``method``) are not typos, so they
+    are passed only to kinds that take them.
+    """
+    if isinstance(target_cfg, dict):
+        options, defaults = dict(target_cfg), {}
+    else:
+        options = msgspec.structs.asdict(target_cfg)
+        defaults = msgspec.structs.asdict(type(target_cfg)())
     kind = options.pop("kind", None)
     if not kind:
-        raise ValueError("triggers.target.kind is required")
+        raise ValueError("triggers.target.kind is required to send retrain requests")
+    accepted = set(inspect.signature(TARGETS[kind].__init__).parameters) if kind in TARGETS else set()
+    options = {k: v for k, v in options.items() if k in accepted or k not in defaults or v != defaults[k]}
     return make_target(kind, **options)
