@@ -134,6 +134,9 @@ def _build_struct(name: str, leaves: dict[str, tuple[list[str], Any]]) -> type:
         for key, val in node.items():
             if isinstance(val, dict):
                 fields.append((key, make(val) | None, None))
+            elif val[1] is msgspec.Raw:
+                # Raw cannot be in a union; an absent object reads as JSON null
+                fields.append((key, msgspec.Raw, msgspec.Raw(b"null")))
             else:
                 fields.append((key, val[1] | None, None))
         counter[0] += 1
@@ -322,7 +325,7 @@ class RecordDecoder:
         """Decode the raw sub-objects (features or sensitive) of many records in one call."""
         if not raws:
             return [], []
-        blobs = [bytes(r) if r is not None else b"{}" for r in raws]
+        blobs = [b"{}" if r is None or bytes(r) == b"null" else bytes(r) for r in raws]
         try:
             return dec.decode(b"[" + b",".join(blobs) + b"]"), []
         except (msgspec.ValidationError, msgspec.DecodeError):

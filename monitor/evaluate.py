@@ -159,7 +159,7 @@ class Evaluator:
             return
         if w.pred_scores is not None and w.pred_scores.counts.sum() > 0 and task == "binary":
             est = estimated_classification_metrics(w.pred_scores, self.cfg.decision_threshold, self.confidence)
-            put({f"estimated_{k}": v for k, v in est.items()})
+            put(est)
         if w.n_joined == 0:
             return
         average = "binary" if task == "binary" else "macro"
@@ -190,11 +190,11 @@ class Evaluator:
                 n = int(rates.n[g])
                 if n:
                     ev("selection_rate", f"{scope}={name}", float(rates.value[0, g]), n,
-                       ci_low=float(rates.low[0, g]), ci_high=float(rates.high[0, g]))
+                       ci_low=float(rates.ci_low[0, g]), ci_high=float(rates.ci_high[0, g]))
             lab = group_rates(w.group_confusion[k], confidence=self.confidence)
             for g, name in enumerate(names):
                 for ri, rname in ((1, "tpr"), (2, "fpr")):
                     t = float(lab.trials[ri, g])
                     if t:
                         ev(rname, f"{scope}={name}", float(lab.value[ri, g]), t,
-                           ci_low=float(lab.low[ri, g]), ci_high=float(lab.high[ri, g]))
+                           ci_low=float(lab.ci_low[ri, g]), ci_high=float(lab.ci_high[ri, g]))

@@ -4,10 +4,12 @@ Each (rule, scope) has a small state machine driven by event time, so a replay o
 restart reproduces every transition and every alert id exactly:
 
 * the *judged value* is the statistic, except: p-value tests are judged on their
-  (Benjamini-Hochberg adjusted, when ``fdr > 0``) p-value, lower is worse; fairness
-  metrics with an interval are judged on the interval bound nearest to "no harm" (the
-  lower bound of a difference, the upper bound of a ratio), so a breach fires only when
-  the data support it; detector rules are judged on the detections in the new pane.
+  (Benjamini-Hochberg adjusted, when ``fdr > 0``) p-value, lower is worse; a metric
+  with a confidence interval (performance, fairness) is judged on the interval bound
+  nearest to "no harm" (the lower bound when higher is worse, e.g. a parity difference;
+  the upper bound when lower is worse, e.g. accuracy or the disparate impact ratio), so
+  a breach fires only when the data support it; detector rules are judged on the
+  detections in the new pane.
 * a window with fewer than ``min_samples`` events (or a metric reporting insufficient
   data) gives no verdict and leaves the state as it was;
 * ``for`` consecutive windows at warn level or worse fire an episode (not within
@@ -104,7 +106,7 @@ class RulePolicy:
     def judged(self, rule, ev: Evaluation) -> float | None:
         if rule.metric in P_VALUE_TESTS:
             return ev.p_value
-        if rule.metric in FAIRNESS_METRICS and ev.ci_low is not None and ev.ci_high is not None:
+        if ev.ci_low is not None and ev.ci_high is not None:
             return ev.ci_high if self._direction(rule) == "below" else ev.ci_low
         return ev.value
 

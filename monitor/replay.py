@@ -9,6 +9,7 @@ backtest rules with it; tests compare it with a Kafka run.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import heapq
 import json
 import sys
@@ -35,13 +36,25 @@ def _lines(path: str | Path) -> Iterator[bytes]:
                 yield line
 
 
-def _timed(kind: int, lines: Iterable[bytes], path: str) -> Iterator[tuple[float, int, int, bytes]]:
+def _event_time(obj, path: list[str], unit: str) -> float:
+    for part in path:
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    if isinstance(obj, bool) or obj is None:
+        return 0.0
+    if unit == "iso" and isinstance(obj, str):
+        t = dt.datetime.fromisoformat(obj.replace("Z", "+00:00"))
+        return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    if isinstance(obj, int | float):
+        return float(obj) / 1000.0 if unit == "ms" else float(obj)
+    return 0.0
+
+
+def _timed(kind: int, lines: Iterable[bytes], path: list[str], unit: str) -> Iterator[tuple[float, int, int, bytes]]:
+    """(event time, stream, line number, raw line): the merge key of the two files."""
     dec = msgspec.json.Decoder()
     for n, line in enumerate(lines):
         try:
-            obj = dec.decode(line)
-            t = obj.get("timestamp") if isinstance(obj, dict) else None
-            t = float(t) if isinstance(t, int | float) else 0.0
+            t = _event_time(dec.decode(line), path, unit)
         except (msgspec.DecodeError, TypeError, ValueError):
             t = 0.0  # the decoder reports it properly; keep its place at the front
         yield t, kind, n, line
@@ -64,31 +77,31 @@ def replay(config, predictions: str | Path, labels: str | Path | None, out: IO[s
     """Run the pipeline over the files; writes evaluation and alert lines to ``out``."""
     pipeline = pipeline or Pipeline(config, load_profiles(config))
     decoder = RecordDecoder(config.fields, config.models)
-    streams = [_timed(0, _lines(predictions), str(predictions))]
+    f = config.fields
+    streams = [_timed(0, _lines(predictions), f.timestamp.split("."), f.timestamp_unit)]
     if labels:
-        streams.append(_timed(1, _lines(labels), str(labels)))
+        streams.append(_timed(1, _lines(labels), f.label_timestamp.split("."), f.timestamp_unit))
     merged = heapq.merge(*streams, key=lambda r: (r[0], r[1], r[2]))
     kinds = ("predictions", "labels")
-    run: list[bytes] = []
-    run_kind = 0
-    bad = 0
+    chunk: list[tuple[int, bytes]] = []
 
     def flush() -> None:
-        nonlocal bad
-        if run:
-            failures = ingest(pipeline, decoder, kinds[run_kind], 0, run)
-            for fl in failures:
-                bad += 1
-                print(f"replay: {kinds[run_kind]} record rejected: {fl.reason}", file=sys.stderr)
-            pipeline.advance()
-            write_output(pipeline.drain(), out)
-            run.clear()
+        # A time-ordered chunk is fed as one predictions batch, then one labels batch, like
+        # a Kafka poll returning both topics: the pipeline's result does not depend on the
+        # interleaving inside a chunk (see monitor.pipeline).
+        for k in (0, 1):
+            values = [line for kind, line in chunk if kind == k]
+            if values:
+                for fl in ingest(pipeline, decoder, kinds[k], 0, values):
+                    print(f"replay: {kinds[k]} record rejected: {fl.reason}", file=sys.stderr)
+        pipeline.advance()
+        write_output(pipeline.drain(), out)
+        chunk.clear()
 
     for _, kind, _, line in merged:
-        if kind != run_kind or len(run) >= batch_size:
+        chunk.append((kind, line))
+        if len(chunk) >= batch_size:
             flush()
-            run_kind = kind
-        run.append(line)
     flush()
     pipeline.flush_all()
     write_output(pipeline.drain(), out)

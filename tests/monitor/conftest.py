@@ -1,0 +1,76 @@
+"""Shared builders for pipeline tests: a synthetic model, its reference and its config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from detectors.reference import ReferenceProfile
+from monitor.config import load_config_text
+from monitor.synth import ModelSpec, config_models_toml, generate, reference_frame
+
+RULES = """
+[[models.rules]]
+name = "feature-drift"
+metric = "psi"
+scope = "feature"
+warn = 0.1
+alert = 0.25
+min_samples = 500
+for = 2
+
+[[models.rules]]
+name = "accuracy-drop"
+metric = "accuracy"
+direction = "below"
+warn = {acc_warn}
+alert = {acc_alert}
+min_samples = 300
+for = 2
+severity = "critical"
+actions = ["notify", "retrain"]
+
+[[models.rules]]
+name = "selection-rate-parity"
+metric = "demographic_parity_difference"
+scope = "group"
+warn = 0.1
+alert = 0.2
+min_samples = 500
+for = 2
+"""
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    with open(path, "wb") as f:
+        for r in rows:
+            f.write(orjson.dumps(r) + b"\n")
+    return path
+
+
+def build_case(tmp: Path, spec: ModelSpec, hours: float, seed: int = 0, acc_warn: float = 0.6,
+               acc_alert: float = 0.55, extra_toml: str = "", **model_keys):
+    """Reference profile, config and stream files for one synthetic model."""
+    data = reference_frame(spec)
+    prof = ReferenceProfile.build(data, numeric=spec.numeric, categorical=spec.categorical, score="score",
+                                  label="label", sensitive=list(spec.sensitive), task="binary")
+    ref = tmp / f"{spec.name}.json"
+    prof.save(ref)
+    keys = {"pane_seconds": 60.0, "window_panes": 15, "allowed_lateness_seconds": 30.0}
+    keys.update(model_keys)
+    text = extra_toml + config_models_toml(spec, reference=ref.as_posix(),
+                                           rules=RULES.format(acc_warn=acc_warn, acc_alert=acc_alert), **keys)
+    config = load_config_text(text)
+    start = 1_700_000_000.0
+    preds, labels = generate(spec, start, hours * 3600.0, seed=seed)
+    p = write_jsonl(tmp / "predictions.jsonl", preds)
+    lab = write_jsonl(tmp / "labels.jsonl", labels)
+    return config, p, lab, start, preds, labels
+
+
+@pytest.fixture
+def small_spec() -> ModelSpec:
+    return ModelSpec("m", n_numeric=4, n_categorical=2, rate=4.0, label_delay=60.0,
+                     sensitive={"sex": ["F", "M"]})
