@@ -44,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -55,6 +56,7 @@ from monitor.state import StateStore
 
 __all__ = [
     "Deliverer",
+    "build_delivery",
     "Notification",
     "Outbox",
     "SinkStats",
@@ -846,3 +848,31 @@ class Deliverer:
                 delay = min(delay, max(0.0, next_due - self.clock()))
             if delay > 0:
                 wake.wait(delay)
+
+
+def build_delivery(
+    store: StateStore,
+    config: Any,
+    *,
+    metrics: Metrics | None = None,
+    sinks: Sequence[Sink] | None = None,
+    bootstrap_servers: list[str] | None = None,
+) -> tuple[Outbox, Deliverer]:
+    """The outbox and its deliverer as a loaded :class:`monitor.config.Config` describes
+    them (``[alerting]``, ``[delivery]``, ``[sinks.*]``); ``sinks`` overrides the configured
+    ones (tests, the demo). The deliverer is not started."""
+    if sinks is None:
+        from monitor.sinks import build_sinks
+
+        sinks = build_sinks(config, bootstrap_servers=bootstrap_servers)
+    d = config.delivery
+    outbox = Outbox(store, sinks, group_by_model=config.alerting.group_by_model)
+    deliverer = Deliverer(
+        outbox,
+        metrics=metrics,
+        max_attempts=d.max_attempts,
+        backoff_initial_seconds=d.backoff_initial_seconds,
+        backoff_max_seconds=d.backoff_max_seconds,
+        poll_interval_seconds=d.poll_interval_seconds,
+    )
+    return outbox, deliverer
