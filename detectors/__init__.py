@@ -3,6 +3,16 @@
 Pure numpy/scipy/numba/river: no I/O, no Kafka, no configuration.
 """
 
+from detectors.adwin import ADWIN
+from detectors.change_detector import (
+    DETECTOR_KINDS,
+    ChangeDetector,
+    detector_from_dict,
+    detector_registry,
+)
+from detectors.cusum import CUSUM
+from detectors.ddm import DDM
+from detectors.eddm import EDDM
 from detectors.fairness import (
     FAIRNESS_METRICS,
     GROUP_RATES,
@@ -15,6 +25,8 @@ from detectors.fairness import (
     intersection_codes,
     intersection_groups,
 )
+from detectors.hddm_a import HDDM_A
+from detectors.hddm_w import HDDM_W
 from detectors.intervals import (
     newcombe_difference_interval,
     normal_interval,
@@ -23,6 +35,8 @@ from detectors.intervals import (
     wilson_interval,
     z_value,
 )
+from detectors.kswin import KSWIN
+from detectors.page_hinkley import PageHinkley
 from detectors.performance import (
     LOSS_COLUMNS,
     REGRESSION_COLUMNS,
@@ -74,4 +88,17 @@ __all__ = [
     "NumericProfile",
     "ReferenceProfile",
     "SensitiveProfile",
+    # sequential change detectors
+    "ADWIN",
+    "CUSUM",
+    "DDM",
+    "DETECTOR_KINDS",
+    "EDDM",
+    "HDDM_A",
+    "HDDM_W",
+    "KSWIN",
+    "ChangeDetector",
+    "PageHinkley",
+    "detector_from_dict",
+    "detector_registry",
 ]
