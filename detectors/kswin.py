@@ -382,7 +382,10 @@ class KSWIN(ChangeDetector):
 
     @property
     def p_value(self) -> float | None:
-        """p-value of the last KS test, or None if none has run since the last (re)start."""
+        """p-value of the last KS test; None if none has run since the last (re)start.
+
+        (river reports 0 in that case.)
+        """
         h = int(self._i[_LAST_H])
         if h < 0:
             return None
