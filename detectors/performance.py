@@ -361,8 +361,9 @@ def estimated_classification_metrics(
     fn = sums[~predicted].sum()
     tn = (count - sums)[~predicted].sum()
     var_pp, var_pn = var[predicted].sum(), var[~predicted].sum()
-    n_pp = tp + fp
+    n_pp = tp + fp  # == count[predicted].sum() up to float rounding
     n = count.sum()
+    size_pp = int(count[predicted].sum())  # the exact count, for the reported n
     z = z_value(confidence)
 
     def clip(name, value, se, size):
@@ -375,7 +376,7 @@ def estimated_classification_metrics(
         "estimated_accuracy", _ratio(tp + tn, n), math.sqrt(var_pp + var_pn) / n if n else 0.0, n
     )
     out["estimated_precision"] = clip(
-        "estimated_precision", _ratio(tp, n_pp), math.sqrt(var_pp) / n_pp if n_pp else 0.0, n_pp
+        "estimated_precision", _ratio(tp, n_pp), math.sqrt(var_pp) / n_pp if n_pp else 0.0, size_pp
     )
     pos = tp + fn
     rec_var = (fn * fn * var_pp + tp * tp * var_pn) / pos**4 if pos > 0 else 0.0

@@ -91,7 +91,7 @@ class Evaluator:
     def evaluate(self, window: Pane, window_start: float, window_end: float) -> list[Evaluation]:
         out: list[Evaluation] = []
         ev = lambda metric, scope, value, n, **kw: out.append(  # noqa: E731
-            Evaluation(self.cfg.name, metric, scope, value, window_start, window_end, int(n), **kw)
+            Evaluation(self.cfg.name, metric, scope, value, window_start, window_end, int(round(float(n))), **kw)
         )
         self._drift(window, ev)
         self._quality(window, ev)

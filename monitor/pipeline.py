@@ -242,6 +242,9 @@ class ModelRuntime:
             "warmup": [{k: _col(v) for k, v in c.items()} for c in self.warmup],
             "warmup_n": self.warmup_n,
             "panes": [p.to_dict() for p in self.panes],
+            # the running window itself: its float sums differ in the last bits from a
+            # fresh sum of the panes, and a restart must continue bit-for-bit
+            "window": None if self.window is None else self.window.to_dict(),
             "pending": [p.to_dict() for p in self.pending.values()],
             "next_start": self.next_start,
             "policy": self.policy.to_dict(),
@@ -260,10 +263,7 @@ class ModelRuntime:
         self.warmup_n = s["warmup_n"]
         if self.ready:
             self.panes = deque(Pane.from_dict(self.layout, d) for d in s["panes"])
-            self.window = Pane(self.layout, 0.0)
-            for p in self.panes:
-                self.window.merge(p)
-            self.window.errors = np.zeros(0)
+            self.window = Pane.from_dict(self.layout, s["window"]) if s.get("window") else Pane(self.layout, 0.0)
             self.pending = {p.start: p for p in (Pane.from_dict(self.layout, d) for d in s["pending"])}
         self.next_start = s["next_start"]
         self.policy.load(s["policy"])

@@ -4,8 +4,8 @@ Used by the demo, the soundness tests and the benchmarks. A model is a logistic 
 numeric features (standard normal) and categorical features; the label is drawn from the
 score (so the model is calibrated) until a performance change flips a share of labels.
 Changes: a covariate shift of one feature (in standard deviations), a selection-rate drop
-for one group of a sensitive attribute (its scores are scaled down), and an accuracy drop
-(a share of labels flipped). Everything is vectorised and seeded.
+for one group of a sensitive attribute (its scores are scaled down and its labels follow,
+so accuracy holds), and an accuracy drop (a share of labels flipped). Everything is vectorised and seeded.
 """
 
 from __future__ import annotations
@@ -68,14 +68,18 @@ def _draw(spec: ModelSpec, n: int, rng: np.random.Generator, t: np.ndarray | Non
                 X[t >= c.at, j] += c.shift
     logit = -0.8 + X[:, : spec.n_numeric] @ w * 0.6 + (C[:, 0] == 0) * 0.5 if spec.n_categorical else -0.8 + X @ w * 0.6
     score = 1.0 / (1.0 + np.exp(-logit))
-    y = (rng.random(n) < score).astype(np.int64)
     if t is not None:
         for c in spec.changes:
             if c.kind == "selection_drop":
+                # the group's scores drop and its labels follow them: the model stays
+                # calibrated (accuracy holds) while the group's selection rate falls
                 g = spec.sensitive[c.attribute].index(c.group)
                 hit = (t >= c.at) & (S[c.attribute] == g)
                 score = np.where(hit, score * c.factor, score)
-            elif c.kind == "accuracy_drop":
+    y = (rng.random(n) < score).astype(np.int64)
+    if t is not None:
+        for c in spec.changes:
+            if c.kind == "accuracy_drop":
                 hit = (t >= c.at) & (rng.random(n) < c.flip)
                 y = np.where(hit, 1 - y, y)
     return X, C, S, score, y
