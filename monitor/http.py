@@ -328,6 +328,14 @@ def _make_handler(app: HttpServer) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None,
                   close: bool = False) -> None:
+            try:
+                self._send_unguarded(status, body, content_type, headers, close)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client went away (a refused upload often does): nothing left to tell it.
+                self.close_connection = True
+
+        def _send_unguarded(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None,
+                            close: bool) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

@@ -29,7 +29,8 @@ log = logging.getLogger("driftline.triggers")
 
 
 class RetrainSender:
-    """``max_attempts`` (>= 1) attempts per request before it is marked failed."""
+    """``max_attempts`` attempts per request before it is marked failed (0: retry forever,
+    as ``delivery.max_attempts``); a permanent failure (4xx other than 429) fails at once."""
 
     def __init__(
         self,
@@ -44,8 +45,8 @@ class RetrainSender:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ):
-        if not (isinstance(max_attempts, int) and max_attempts >= 1):
-            raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+        if not (isinstance(max_attempts, int) and max_attempts >= 0):
+            raise ValueError(f"delivery.max_attempts must be an integer >= 0 (0 = forever), got {max_attempts!r}")
         if not 0 < initial_backoff_seconds <= max_backoff_seconds:
             raise ValueError(
                 "need 0 < initial_backoff_seconds <= max_backoff_seconds, got "
@@ -72,7 +73,7 @@ class RetrainSender:
                 attempt = attempts + 1
                 if out.ok:
                     outcome, next_at = "sent", None
-                elif out.retryable and attempt < self.max_attempts:
+                elif out.retryable and (self.max_attempts == 0 or attempt < self.max_attempts):
                     wait = backoff_delay(attempt, self.initial_backoff_seconds, self.max_backoff_seconds, self.rng)
                     if out.retry_after is not None:
                         wait = max(wait, out.retry_after)
@@ -103,7 +104,19 @@ class RetrainSender:
         self.client.close()
 
     @classmethod
-    def from_config(cls, config: Any, oversight: Oversight, **kwargs: Any) -> RetrainSender:
+    def from_config(cls, config: Any, oversight: Oversight, **kwargs: Any) -> RetrainSender | None:
+        """The sender for ``[triggers.target]`` with ``[delivery]``'s retry settings; None
+        when ``triggers.target.kind`` is empty (requests are recorded, not sent)."""
         from monitor.triggers import target_from_config
 
-        return cls(oversight, target_from_config(config.triggers.target), **kwargs)
+        if not config.triggers.target.kind:
+            return None
+        d = config.delivery
+        options = {
+            "max_attempts": d.max_attempts,
+            "initial_backoff_seconds": d.backoff_initial_seconds,
+            "max_backoff_seconds": d.backoff_max_seconds,
+            "timeout_seconds": d.timeout_seconds,
+            **kwargs,
+        }
+        return cls(oversight, target_from_config(config.triggers.target), **options)
