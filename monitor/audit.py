@@ -284,20 +284,38 @@ class AuditLog:
         plain JSON. ``ref`` is a caller's idempotency reference (see Oversight's audit
         outbox). ``time`` is Unix seconds (default: now).
         """
-        if kind not in KINDS:
-            raise AuditError(f"unknown audit kind {kind!r}; known: {sorted(KINDS)}")
-        payload = _json_safe(msgspec.to_builtins(data if data is not None else {}))
+        return self.append_many(
+            [{"kind": kind, "data": data, "model": model, "actor": actor, "ref": ref, "time": time}]
+        )[0]
+
+    def append_many(self, entries: list[dict]) -> list[dict]:
+        """Append several entries (dicts with :meth:`append`'s arguments) with one fsync."""
+        prepared = []
+        for e in entries:
+            kind = e["kind"]
+            if kind not in KINDS:
+                raise AuditError(f"unknown audit kind {kind!r}; known: {sorted(KINDS)}")
+            data = e.get("data")
+            payload = _json_safe(msgspec.to_builtins(data if data is not None else {}))
+            ts = e.get("time")
+            prepared.append((kind, payload, e.get("model"), e.get("actor"), e.get("ref"),
+                             _time.time() if ts is None else ts))
+        if not prepared:
+            return []
         with self._lock, self._flocked():
             size = os.fstat(self._fh.fileno()).st_size
             if size != self._size:
                 # Another writer appended (or the file was replaced): pick up its head.
                 self._resume()
-            return self._append_locked(
-                kind, payload, model, actor, ref, _time.time() if time is None else time
-            )
+            out = [self._append_locked(*p, sync=False) for p in prepared]
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._size = os.fstat(self._fh.fileno()).st_size
+            return out
 
     def _append_locked(
-        self, kind: str, data: Any, model: str | None, actor: str | None, ref: str | None, ts: float
+        self, kind: str, data: Any, model: str | None, actor: str | None, ref: str | None, ts: float,
+        sync: bool = True,
     ) -> dict:
         entry: dict[str, Any] = {
             "seq": self._seq + 1,
@@ -316,12 +334,13 @@ class AuditLog:
         line = canonical(entry) + b"\n"
         self._fh.seek(0, os.SEEK_END)
         self._fh.write(line)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if sync:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._size = os.fstat(self._fh.fileno()).st_size
         self._seq = entry["seq"]
         self._hash = entry["hash"]
         self._last = entry
-        self._size = os.fstat(self._fh.fileno()).st_size
         return entry
 
     def close(self) -> None:

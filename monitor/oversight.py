@@ -194,21 +194,32 @@ class Oversight:
         )
 
     def flush_audit(self) -> int:
-        """Move committed audit_pending rows to the audit log, in order. Returns entries written."""
-        written = 0
+        """Move committed audit_pending rows to the audit log, in order. Returns entries written.
+
+        Rows are appended in id order and deleted together afterwards; after a crash in
+        between, the log's last entry names (by ref) the last row that made it, and the rows
+        up to it are not appended again.
+        """
         with self._flush_lock:
             rows = self.store.read().execute(
                 "SELECT id, ref, kind, model, actor, data, at FROM audit_pending ORDER BY id"
             ).fetchall()
+            if not rows:
+                return 0
             last = self.audit.last_entry
-            for row_id, ref, kind, model, actor, data, at in rows:
-                if not (last is not None and last.get("ref") == ref):
-                    self.audit.append(kind, json.loads(data), model=model, actor=actor, ref=ref, time=at)
-                    written += 1
-                last = None  # only the first row can have been appended before a crash
-                with self.store.transaction() as conn:
-                    conn.execute("DELETE FROM audit_pending WHERE id=?", (row_id,))
-        return written
+            last_ref = None if last is None else last.get("ref")
+            refs = [r[1] for r in rows]
+            start = 0
+            if last_ref is not None and last_ref in refs:
+                start = len(refs) - refs[::-1].index(last_ref)
+            batch = [
+                {"kind": kind, "data": json.loads(data), "model": model, "actor": actor, "ref": ref, "time": at}
+                for _, ref, kind, model, actor, data, at in rows[start:]
+            ]
+            self.audit.append_many(batch)
+            with self.store.transaction() as conn:
+                conn.execute("DELETE FROM audit_pending WHERE id <= ?", (rows[-1][0],))
+        return len(batch)
 
     def _count(self, model: str, outcome: str) -> None:
         if self.metrics is not None:

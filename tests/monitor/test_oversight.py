@@ -153,15 +153,17 @@ def test_audit_pending_is_written_only_on_commit(env, tmp_path):
 def test_flush_after_crash_between_append_and_delete_is_not_duplicated(env, tmp_path):
     store, audit, ov, clock = env
     with store.transaction() as conn:
-        ov.record_transitions(conn, [_event(), _event(seq=2, state="resolved")])
-    # Simulate the crash: the first row reached the log, its deletion did not.
-    row = store.read().execute("SELECT ref, kind, model, data FROM audit_pending ORDER BY id").fetchone()
+        ov.record_transitions(conn, [_event(), _event(seq=2, state="resolved"), _event(aid="b", seq=1)])
+    # Simulate the crash: two rows reached the log, their deletion did not.
     import json
 
-    audit.append(row[1], json.loads(row[3]), model=row[2], ref=row[0])
-    restarted = Oversight(store, audit, cooldown_seconds=0, min_new_labels=0, clock=clock)  # flushes
-    assert restarted.flush_audit() == 0
-    assert _kinds(tmp_path / "audit.jsonl") == ["alert.transition", "alert.transition"]
+    rows = store.read().execute("SELECT ref, kind, model, data FROM audit_pending ORDER BY id").fetchall()
+    for ref, kind, model, data in rows[:2]:
+        audit.append(kind, json.loads(data), model=model, ref=ref)
+    Oversight(store, audit, cooldown_seconds=0, min_new_labels=0, clock=clock)  # flushes on start
+    entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [e["ref"] for e in entries] == [r[0] for r in rows]
+    assert ov.flush_audit() == 0
     assert verify(tmp_path / "audit.jsonl").ok
 
 
