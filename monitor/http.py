@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+import msgspec
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -291,8 +292,6 @@ class HttpServer:
             return 200, ov.override(parts[1], who, body.get("why"), active=active, until=until)
         if len(parts) == 3 and parts[0] == "retrains" and parts[2] in ("approve", "reject"):
             fn = ov.approve if parts[2] == "approve" else ov.reject
-            import msgspec
-
             req = msgspec.to_builtins(fn(parts[1], who, body.get("reason")))
             if parts[2] == "approve" and self.on_approve is not None:
                 try:
