@@ -86,3 +86,22 @@ def check_alpha(threshold: float) -> float:
     if not 0.0 < t < 1.0:
         raise ValueError(f"threshold (a p-value level) must be in (0, 1), got {threshold!r}")
     return t
+
+
+def homogeneity_expected(ref: np.ndarray, cur: np.ndarray):
+    """Expected counts of the 2 x bins table [ref; cur] under "same distribution".
+
+    Works on vectors or row-wise on matrices. Returns ``(e_ref, e_cur, used, dof)``:
+    ``used`` marks bins non-empty on at least one side (empty ones, including padding,
+    are dropped as scipy.stats.chi2_contingency requires), ``dof = used bins - 1``.
+    """
+    n_ref = ref.sum(axis=-1, keepdims=True)
+    n_cur = cur.sum(axis=-1, keepdims=True)
+    col = ref + cur
+    total = n_ref + n_cur
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e_ref = col * n_ref / total
+        e_cur = col * n_cur / total
+    used = col > 0
+    dof = used.sum(axis=-1) - 1
+    return e_ref, e_cur, used, dof
