@@ -39,6 +39,7 @@ from monitor.profiles import load_profiles
 from monitor.replay import transition_record
 from monitor.sinks import build_sinks
 from monitor.state import StateStore
+from monitor.triggers.sender import RetrainSender
 
 __all__ = ["App", "main", "kafka_security", "EVALUATIONS_SCHEMA"]
 
@@ -107,6 +108,7 @@ class App:
                                    backoff_initial_seconds=d.backoff_initial_seconds,
                                    backoff_max_seconds=d.backoff_max_seconds,
                                    poll_interval_seconds=d.poll_interval_seconds)
+        self.retrain_sender = RetrainSender.from_config(config, self.oversight)
         self.profiles = load_profiles(config, profile_base)
         for name, prof in self.profiles.items():
             if prof is not None:
@@ -161,6 +163,7 @@ class App:
             oversight=self.oversight, api_token=h.api_token, max_body_bytes=h.max_body_bytes,
             rate_limit_per_minute=h.rate_limit_per_minute, reports_dir=self.config.reports.dir,
             models=self.model_summaries,
+            on_approve=(lambda _req: self.retrain_sender.send_due()) if self.retrain_sender else None,
         )
         self.http.start()
         log.info("serving /metrics /livez /readyz /api on http://%s:%s", self.http_host, self.http.port)
@@ -256,6 +259,9 @@ class App:
         self.scheduler.add_job(self._checkpoint_due.set, "interval", seconds=s.state.checkpoint_interval_seconds, id="checkpoint")
         self.scheduler.add_job(self._idle_due.set, "interval", seconds=max(1.0, s.scheduler.idle_close_seconds / 2), id="idle-close")
         self.scheduler.add_job(self.oversight.flush_audit, "interval", seconds=5, id="audit-flush")
+        if self.retrain_sender is not None:
+            # approved (or approval-free) retrain requests go out with retries from here
+            self.scheduler.add_job(self.retrain_sender.send_due, "interval", seconds=5, id="retrain-send")
         self.scheduler.start()
         deadline = None if duration is None else time.monotonic() + duration
         try:
