@@ -10,6 +10,7 @@ from detectors.change_detector import (
     detector_from_dict,
     detector_registry,
 )
+from detectors.chi_square import chi_square_drift, chi_square_drift_rows
 from detectors.cusum import CUSUM
 from detectors.ddm import DDM
 from detectors.eddm import EDDM
@@ -25,8 +26,10 @@ from detectors.fairness import (
     intersection_codes,
     intersection_groups,
 )
+from detectors.g_test import g_test_drift, g_test_drift_rows
 from detectors.hddm_a import HDDM_A
 from detectors.hddm_w import HDDM_W
+from detectors.hellinger import hellinger_drift, hellinger_drift_rows
 from detectors.intervals import (
     newcombe_difference_interval,
     normal_interval,
@@ -35,7 +38,11 @@ from detectors.intervals import (
     wilson_interval,
     z_value,
 )
+from detectors.jensen_shannon import jensen_shannon_drift, jensen_shannon_drift_rows
+from detectors.kl import kl_drift, kl_drift_rows
+from detectors.ks import ks_drift, ks_drift_rows, ks_pvalue, ks_statistic_bounds
 from detectors.kswin import KSWIN
+from detectors.multiple_testing import benjamini_hochberg
 from detectors.page_hinkley import PageHinkley
 from detectors.performance import (
     LOSS_COLUMNS,
@@ -50,7 +57,12 @@ from detectors.performance import (
     regression_metrics,
     roc_auc,
 )
+from detectors.psi import PSI_ALERT, PSI_WARN, psi_drift, psi_drift_rows
 from detectors.reference import TASKS, NumericProfile, ReferenceProfile, SensitiveProfile
+from detectors.registry import DriftTest, available_tests, get_test
+from detectors.result import DriftResult, DriftResults
+from detectors.total_variation import total_variation_drift, total_variation_drift_rows
+from detectors.wasserstein import bin_points, wasserstein_drift, wasserstein_drift_rows
 
 __all__ = [
     # fairness
@@ -101,4 +113,34 @@ __all__ = [
     "PageHinkley",
     "detector_from_dict",
     "detector_registry",
+    # window-vs-reference drift tests
+    "DriftResult",
+    "DriftResults",
+    "DriftTest",
+    "PSI_ALERT",
+    "PSI_WARN",
+    "available_tests",
+    "benjamini_hochberg",
+    "bin_points",
+    "chi_square_drift",
+    "chi_square_drift_rows",
+    "g_test_drift",
+    "g_test_drift_rows",
+    "get_test",
+    "hellinger_drift",
+    "hellinger_drift_rows",
+    "jensen_shannon_drift",
+    "jensen_shannon_drift_rows",
+    "kl_drift",
+    "kl_drift_rows",
+    "ks_drift",
+    "ks_drift_rows",
+    "ks_pvalue",
+    "ks_statistic_bounds",
+    "psi_drift",
+    "psi_drift_rows",
+    "total_variation_drift",
+    "total_variation_drift_rows",
+    "wasserstein_drift",
+    "wasserstein_drift_rows",
 ]
