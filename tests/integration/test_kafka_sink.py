@@ -1,4 +1,4 @@
-"""The Kafka sink against a real broker (``tansu`` fixture): CloudEvents on the alerts
+"""The Kafka sink against real brokers (``broker``: Tansu and Apache Kafka): CloudEvents on the alerts
 topic, read back with a consumer; the id is the same on every retry, across a broker that
 is unreachable at first and a crash that re-sends an already produced event."""
 
@@ -20,10 +20,6 @@ from monitor.sinks.kafka import KafkaSink
 from monitor.state import DB_NAME, StateStore
 
 pytestmark = pytest.mark.integration
-
-
-def servers(tansu) -> str:
-    return getattr(tansu, "bootstrap_servers", tansu)
 
 
 def dead_address() -> str:
@@ -56,8 +52,8 @@ def open_outbox(directory, bootstrap, topic, timeout=5.0):
     return store, Outbox(store, [sink]), sink
 
 
-def test_cloudevents_reach_the_topic_with_a_stable_id(tansu, tmp_path):
-    bootstrap = servers(tansu)
+def test_cloudevents_reach_the_topic_with_a_stable_id(broker, tmp_path):
+    bootstrap = broker.bootstrap
     topic = f"driftline-alerts-{time.time_ns()}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
