@@ -276,7 +276,9 @@ class Outbox:
 
     ``sinks`` are the configured sink objects (their ``name``, ``kinds``, ``groupable``,
     ``repeat_interval_seconds`` and ``remind_states`` decide what each one receives).
-    ``group_by_model`` is ``alerting.group_by_model``.
+    ``group_by_model`` is ``alerting.group_by_model``. ``reminder_filter(event, now)``, when
+    given, is asked before each reminder (e.g. oversight: not while silenced or
+    acknowledged); a refused reminder is asked again one interval later.
     """
 
     def __init__(
@@ -285,6 +287,7 @@ class Outbox:
         sinks: Sequence[Sink],
         *,
         group_by_model: bool = True,
+        reminder_filter: Callable[[AlertEvent, float], bool] | None = None,
         clock: Callable[[], float] = time.time,
     ):
         names = [s.name for s in sinks]
@@ -296,6 +299,7 @@ class Outbox:
         self.store = store
         self.sinks: dict[str, Sink] = {s.name: s for s in sinks}
         self.group_by_model = group_by_model
+        self.reminder_filter = reminder_filter
         self.clock = clock
         with store.transaction() as conn:
             ensure_schema(conn)
@@ -363,6 +367,7 @@ class Outbox:
         sinks: Iterable[str] | None = None,
         *,
         now: float | None = None,
+        transitions: Iterable[AlertEvent] | None = None,
     ) -> int:
         """Add notifications for delivery, inside the caller's open transaction.
 
@@ -372,6 +377,11 @@ class Outbox:
         (default: all that take the notification's kind). An AlertEvent whose ``actions``
         are set but lack ``"notify"`` is skipped. Returns the number of rows added
         (re-enqueueing an existing key adds none).
+
+        ``transitions``: every alert transition of this checkpoint, including those the
+        caller chose not to notify (silenced, acknowledged). Reminders follow the alert
+        lifecycle from them, so an alert that resolved without a notification stops
+        reminding; without it the notifications themselves are the lifecycle.
         """
         now = self.clock() if now is None else now
         items = list(notifications)
@@ -382,9 +392,11 @@ class Outbox:
         grouped = self._units(items, True) if self.group_by_model else None
         single = self._units(items, False)
         added = 0
+        lifecycle = None if transitions is None else list(transitions)
         for name in targets:
             sink = self.sinks[name]
             units = grouped if (grouped is not None and sink.groupable) else single
+            rows: dict[str, int | None] = {}  # transition key -> its new row (None: duplicate)
             for unit in units:
                 if unit.kind not in sink.kinds and not (
                     unit.kind == "alert_group" and "alert" in sink.kinds
@@ -392,17 +404,27 @@ class Outbox:
                     continue
                 row_id, inserted = self._insert(conn, name, unit, now)
                 added += inserted
-                if inserted and unit.kind in ALERT_KINDS:
+                if unit.kind in ALERT_KINDS:
                     for ev in unit.events:
-                        self._track(conn, sink, ev, row_id, now)
+                        rows[ev.key] = row_id if inserted else None
+            if sink.repeat_interval_seconds <= 0:
+                continue
+            for ev in lifecycle if lifecycle is not None else [e for u in units for e in u.events]:
+                if ev.key in rows:
+                    if rows[ev.key] is not None:  # a re-enqueue changes nothing
+                        self._track(conn, sink, ev, rows[ev.key], now)
+                elif "alert" in sink.kinds and (not ev.actions or "notify" in ev.actions):
+                    self._track(
+                        conn, sink, ev, None, now
+                    )  # not notified, still part of the lifecycle
         return added
 
     def _track(
-        self, conn: sqlite3.Connection, sink: Sink, ev: AlertEvent, row_id: int, now: float
+        self, conn: sqlite3.Connection, sink: Sink, ev: AlertEvent, row_id: int | None, now: float
     ) -> None:
-        """Remember (or forget) a still-firing alert for this sink's reminders."""
-        if sink.repeat_interval_seconds <= 0:
-            return
+        """Remember (or forget) a still-firing alert for this sink's reminders.
+
+        ``row_id`` is the row that notified this transition (None: not notified)."""
         row = conn.execute(
             "SELECT seq FROM outbox_firing WHERE sink=? AND alert_id=?", (sink.name, ev.id)
         ).fetchone()
@@ -414,7 +436,7 @@ class Outbox:
                 "VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (sink, alert_id) DO UPDATE SET "
                 "model=excluded.model, seq=excluded.seq, event=excluded.event, last_at=excluded.last_at, "
                 "repeats=0, last_row=excluded.last_row",
-                (sink.name, ev.id, ev.model, ev.seq, encode(ev), now, row_id),
+                (sink.name, ev.id, ev.model, ev.seq, encode(ev), now, row_id or 0),
             )
         else:
             conn.execute(
@@ -444,16 +466,23 @@ class Outbox:
                 continue
             due = conn.execute(
                 "SELECT f.alert_id, f.model, f.event, f.repeats FROM outbox_firing f "
-                "JOIN outbox o ON o.id = f.last_row "
-                "WHERE f.sink=? AND f.last_at <= ? AND o.status != 'pending' ORDER BY f.model, f.alert_id",
+                "LEFT JOIN outbox o ON o.id = f.last_row "
+                "WHERE f.sink=? AND f.last_at <= ? AND (o.status IS NULL OR o.status != 'pending') "
+                "ORDER BY f.model, f.alert_id",
                 (name, now - interval),
             ).fetchall()
             if not due:
                 continue
             batches: dict[str, list[tuple[AlertEvent, int]]] = {}
             singles: list[list[tuple[AlertEvent, int]]] = []
-            for _alert_id, model, blob, repeats in due:
+            for alert, model, blob, repeats in due:
                 entry = (decode_alert(bytes(blob)), repeats + 1)
+                if self.reminder_filter is not None and not self.reminder_filter(entry[0], now):
+                    conn.execute(
+                        "UPDATE outbox_firing SET last_at=? WHERE sink=? AND alert_id=?",
+                        (now, name, alert),
+                    )
+                    continue
                 if self.group_by_model and sink.groupable:
                     batches.setdefault(model, []).append(entry)
                 else:
@@ -857,6 +886,7 @@ def build_delivery(
     metrics: Metrics | None = None,
     sinks: Sequence[Sink] | None = None,
     bootstrap_servers: list[str] | None = None,
+    reminder_filter: Callable[[AlertEvent, float], bool] | None = None,
 ) -> tuple[Outbox, Deliverer]:
     """The outbox and its deliverer as a loaded :class:`monitor.config.Config` describes
     them (``[alerting]``, ``[delivery]``, ``[sinks.*]``); ``sinks`` overrides the configured
@@ -866,7 +896,9 @@ def build_delivery(
 
         sinks = build_sinks(config, bootstrap_servers=bootstrap_servers)
     d = config.delivery
-    outbox = Outbox(store, sinks, group_by_model=config.alerting.group_by_model)
+    outbox = Outbox(
+        store, sinks, group_by_model=config.alerting.group_by_model, reminder_filter=reminder_filter
+    )
     deliverer = Deliverer(
         outbox,
         metrics=metrics,

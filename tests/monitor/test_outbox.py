@@ -456,3 +456,40 @@ def test_outbox_survives_restart_and_duplicate_sink_names_are_refused(store, tmp
     with pytest.raises(ValueError, match="duplicate sink names"):
         make(again, FakeSink("a"), FakeSink("a"))
     again.close()
+
+
+def test_a_resolve_that_was_not_notified_still_ends_the_reminders(store):
+    sink = FakeSink("a", repeat=60)
+    outbox = make(store, sink)
+    enqueue(store, outbox, [event()])
+    d = Deliverer(outbox)
+    d.run_once(T0)
+    resolved = event(state="resolved", seq=2)
+    # The caller suppressed the resolved notification (e.g. a silence) but reports the transition.
+    store.checkpoint(
+        {}, {}, extra=lambda conn: outbox.enqueue(conn, [], now=T0 + 10, transitions=[resolved])
+    )
+    for i in range(1, 5):
+        d.run_once(T0 + 100 * i)
+    assert [(n.state, n.repeat) for n in sink.delivered] == [("firing", 0)]
+
+
+def test_reminder_filter_defers_reminders_and_tracks_unnotified_firing(store):
+    sink = FakeSink("a", repeat=60)
+    allowed = {"now": False}
+    outbox = Outbox(store, [sink], reminder_filter=lambda ev, now: allowed["now"], clock=lambda: T0)
+    # Fired while silenced: nothing sent, but the alert is firing and will be reminded.
+    store.checkpoint(
+        {}, {}, extra=lambda conn: outbox.enqueue(conn, [], now=T0, transitions=[event()])
+    )
+    d = Deliverer(outbox)
+    d.run_once(T0 + 61)
+    d.run_once(T0 + 200)
+    assert sink.delivered == []
+    allowed["now"] = True  # silence over
+    d.run_once(T0 + 230)
+    assert sink.delivered == []  # refused at T0 + 200: asked again one interval later
+    d.run_once(T0 + 261)
+    assert [(n.state, n.repeat, n.key) for n in sink.delivered] == [
+        ("firing", 1, f"{event().key}:repeat:1")
+    ]
