@@ -57,15 +57,16 @@ def proportions(counts: np.ndarray) -> np.ndarray:
         return counts / total
 
 
-def smoothed(p: np.ndarray) -> np.ndarray:
-    """Replace zero proportions following evidently's rule (see ``SMOOTH_FLOOR``).
+def smoothed(p: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Replace zero proportions in ``used`` bins following evidently's rule.
 
-    Works on one vector or row-wise on a matrix. Bins empty on both sides get the
-    filler on both sides and so add nothing to PSI or KL.
+    ``used`` marks bins non-empty on at least one side; like evidently, which only
+    looks at values seen in either sample, bins empty on both sides (padding included)
+    stay 0 and must be left out of the sums. Works on a vector or row-wise on a matrix.
     """
     nz_min = np.where(p > 0, p, np.inf).min(axis=-1, keepdims=True)
     fill = np.where(nz_min <= SMOOTH_FLOOR, nz_min / SMOOTH_DIVISOR, SMOOTH_FLOOR)
-    return np.where(p == 0, fill, p)
+    return np.where((p == 0) & used, fill, p)
 
 
 def distance_drifted(statistic: np.ndarray | float, threshold: float) -> np.ndarray | bool:

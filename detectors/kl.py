@@ -2,10 +2,11 @@
 
 Directional on purpose: ``KL(cur || ref) = sum(p_cur * ln(p_cur / p_ref))``, the
 information lost when the reference describes the current window, so mass appearing
-where the reference had almost none weighs heavily. (The symmetric sum of both
-directions is exactly PSI; use ``psi`` for that.) Zero bins are smoothed as in
-evidently (see ``detectors.psi``); evidently's ``kl_div`` computes ``KL(ref || cur)``,
-i.e. the same number with its arguments swapped. Default threshold 0.1, as evidently.
+where the reference had almost none weighs heavily. (The sum of both directions is
+PSI, up to smoothing; use ``psi`` for that.) Zero bins are smoothed as in evidently (see
+``detectors.psi``) and the result renormalised to sum 1, as scipy.stats.entropy does
+inside evidently's ``kl_div``; that computes ``KL(ref || cur)``, i.e. the same number
+with its arguments swapped. Default threshold 0.1, as evidently.
 
 Examples
 --------
@@ -49,8 +50,10 @@ def kl_drift(ref_counts: np.ndarray, cur_counts: np.ndarray, *, threshold: float
     if ref.sum() == 0 or cur.sum() == 0:
         stat = float("nan")
     else:
-        p = smoothed(ref / ref.sum())
-        q = smoothed(cur / cur.sum())
+        used = (ref + cur) > 0
+        p = smoothed(ref / ref.sum(), used)[used]
+        q = smoothed(cur / cur.sum(), used)[used]
+        p, q = p / p.sum(), q / q.sum()
         stat = float(np.sum(q * np.log(q / p)))
     return DriftResult(NAME, stat, None, threshold, bool(distance_drifted(stat, threshold)))
 
@@ -60,7 +63,11 @@ def kl_drift_rows(ref_counts: np.ndarray, cur_counts: np.ndarray, *, threshold: 
     ref, cur = counts_rows(ref_counts, cur_counts)
     threshold = check_threshold(threshold)
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = smoothed(proportions(ref))
-        q = smoothed(proportions(cur))
-        stat = np.einsum("ij,ij->i", q, np.log(q / p))
+        used = (ref + cur) > 0
+        p = smoothed(proportions(ref), used)
+        q = smoothed(proportions(cur), used)
+        p = p / p.sum(axis=1, keepdims=True)
+        q = q / q.sum(axis=1, keepdims=True)
+        stat = np.where(used, q * np.log(q / p), 0.0).sum(axis=1)
+        stat[~used.any(axis=1) | np.isnan(p[:, 0]) | np.isnan(q[:, 0])] = np.nan
     return DriftResults(NAME, stat, None, threshold, distance_drifted(stat, threshold))

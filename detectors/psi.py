@@ -3,7 +3,8 @@
 ``PSI = sum((p_ref - p_cur) * ln(p_ref / p_cur))`` over the bins, after the zero-bin
 smoothing evidently uses (a zero proportion becomes ``1e-4``, or ``min_nonzero / 1e6``
 when the smallest non-zero proportion is below that), so values match evidently's
-``psi`` stattest on the same bins. PSI equals the symmetric KL divergence.
+``psi`` stattest on the same bins. Bins empty on both sides (and padding) are left out,
+as evidently only sees values present in either sample. PSI equals the symmetric KL divergence.
 
 Common practice reads PSI < 0.1 as stable, 0.1-0.25 as a moderate shift and > 0.25 as a
 major one. The default threshold is the warning level 0.1 (evidently's default too);
@@ -54,8 +55,9 @@ def psi_drift(ref_counts: np.ndarray, cur_counts: np.ndarray, *, threshold: floa
     if ref.sum() == 0 or cur.sum() == 0:
         stat = float("nan")
     else:
-        p = smoothed(ref / ref.sum())
-        q = smoothed(cur / cur.sum())
+        used = (ref + cur) > 0
+        p = smoothed(ref / ref.sum(), used)[used]
+        q = smoothed(cur / cur.sum(), used)[used]
         stat = float(np.sum((p - q) * np.log(p / q)))
     return DriftResult(NAME, stat, None, threshold, bool(distance_drifted(stat, threshold)))
 
@@ -65,7 +67,9 @@ def psi_drift_rows(ref_counts: np.ndarray, cur_counts: np.ndarray, *, threshold:
     ref, cur = counts_rows(ref_counts, cur_counts)
     threshold = check_threshold(threshold)
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = smoothed(proportions(ref))
-        q = smoothed(proportions(cur))
-        stat = np.einsum("ij,ij->i", p - q, np.log(p / q))
+        used = (ref + cur) > 0
+        p = smoothed(proportions(ref), used)
+        q = smoothed(proportions(cur), used)
+        stat = np.where(used, (p - q) * np.log(p / q), 0.0).sum(axis=1)
+        stat[~used.any(axis=1) | np.isnan(p[:, 0]) | np.isnan(q[:, 0])] = np.nan
     return DriftResults(NAME, stat, None, threshold, distance_drifted(stat, threshold))
