@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -202,6 +203,7 @@ class ReferenceProfile:
         score_bins: int = 100,
         max_categories: int | None = None,
         confidence: float = 0.95,
+        sample: dict[str, list] | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
@@ -222,6 +224,7 @@ class ReferenceProfile:
         self.score_bins = int(score_bins)
         self.max_categories = max_categories
         self.confidence = float(confidence)
+        self.sample = sample or {}
         self.performance = self._performance()
 
     # ------------------------------------------------------------------ build
@@ -243,6 +246,7 @@ class ReferenceProfile:
         max_categories: int | None = 100,
         intersections: Sequence[Sequence[str]] = (),
         confidence: float = 0.95,
+        sample_size: int = 2000,
     ) -> ReferenceProfile:
         """Profile ``data`` (a mapping of column name -> 1-D array, or a DataFrame).
 
@@ -264,6 +268,9 @@ class ReferenceProfile:
         * sensitive: per attribute, the group vocabulary and (binary with labels) the
           confusion counts per group. ``intersections`` adds groups crossing several
           sensitive attributes, named as :func:`detectors.fairness.intersection_groups`.
+        * sample: ``sample_size`` rows drawn uniformly (seeded) of the feature columns and
+          of score/label/prediction (as ``__score``/``__label``/``__prediction``), kept as
+          JSON values for evidence reports, which need rows; never ids or sensitive columns.
         """
         if task not in TASKS:
             raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
@@ -355,6 +362,13 @@ class ReferenceProfile:
                 conf.update(y_codes, p_codes, code_x)
             sens["&".join(attrs)] = SensitiveProfile(attrs, groups, conf)
 
+        # A uniform row sample (seeded) for evidence reports, which need rows, not sketches.
+        rows = np.sort(np.random.default_rng(0).permutation(n_rows)[: max(0, int(sample_size))])
+        sample = {name: _json_values(col[name][rows]) for name in [*numeric, *categorical]}
+        for key, name in (("__score", score), ("__label", label), ("__prediction", prediction)):
+            if name:
+                sample[key] = _json_values(col[name][rows])
+        kw["sample"] = sample
         return cls(
             task=task,
             n_rows=n_rows,
@@ -481,6 +495,7 @@ class ReferenceProfile:
             "losses": opt(self.losses),
             "regression": opt(self.regression),
             "sensitive": {k: v.to_dict(self.confidence) for k, v in self.sensitive.items()},
+            "sample": self.sample,
             # Derived from the sketches above; written for readers, recomputed on load.
             "performance": {k: v.to_dict() for k, v in self.performance.items()},
         }
@@ -519,6 +534,7 @@ class ReferenceProfile:
                 score_bins=d["score_bins"],
                 max_categories=d["max_categories"],
                 confidence=d["confidence"],
+                sample=d.get("sample"),
             )
         except KeyError as e:
             raise ValueError(f"reference profile is missing field {e.args[0]!r}") from None
@@ -534,6 +550,21 @@ class ReferenceProfile:
     def load(cls, path: str | os.PathLike) -> ReferenceProfile:
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
+
+
+def _json_values(values: np.ndarray) -> list:
+    """A column sample as JSON-safe values: numbers stay numbers, NaN and missing become None."""
+    out = []
+    for v in np.asarray(values, dtype=object).tolist():
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            out.append(None)
+        elif isinstance(v, bool | int | float | str):
+            out.append(v)
+        elif isinstance(v, np.generic):
+            out.append(v.item())
+        else:
+            out.append(str(v))
+    return out
 
 
 def _binary_codes(values: np.ndarray, name: str) -> np.ndarray:

@@ -19,6 +19,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from monitor.oversight import Oversight
 from monitor.pipeline import Output, Pipeline
 from monitor.profiles import load_profiles
 from monitor.replay import transition_record
+from monitor.reports import ReportWriter
 from monitor.sinks import build_sinks
 from monitor.state import StateStore
 from monitor.triggers.sender import RetrainSender
@@ -102,7 +104,8 @@ class App:
         self.audit.config_loaded(config, config_source)
         self.oversight = Oversight.from_config(config, self.store, self.audit, self.metrics)
         self.outbox = Outbox(self.store, build_sinks(config, bootstrap_servers=self.bootstrap),
-                             group_by_model=config.alerting.group_by_model)
+                             group_by_model=config.alerting.group_by_model,
+                             reminder_filter=lambda ev, now: self.oversight.should_notify(ev, now, reminder=True))
         d = config.delivery
         self.deliverer = Deliverer(self.outbox, metrics=self.metrics, max_attempts=d.max_attempts,
                                    backoff_initial_seconds=d.backoff_initial_seconds,
@@ -117,7 +120,10 @@ class App:
 
                 self.audit.reference_version(name, f"v{prof.version}", config.model(name).reference,
                                              hashlib.sha256(raw).hexdigest())
-        self.pipeline = Pipeline(config, self.profiles, self.metrics)
+        self.pipeline = Pipeline(config, self.profiles, self.metrics, reports=config.reports.enabled)
+        self.reports = ReportWriter.from_config(config)
+        # Evidently takes seconds per report: never on the poll loop
+        self.report_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-report")
         self.pipeline.restore_models(self.store.blobs("model/"))
         self.decoder = RecordDecoder(config.fields, config.models)
         self.consumer_overrides = consumer_overrides or {}
@@ -259,6 +265,8 @@ class App:
         self.scheduler.add_job(self._checkpoint_due.set, "interval", seconds=s.state.checkpoint_interval_seconds, id="checkpoint")
         self.scheduler.add_job(self._idle_due.set, "interval", seconds=max(1.0, s.scheduler.idle_close_seconds / 2), id="idle-close")
         self.scheduler.add_job(self.oversight.flush_audit, "interval", seconds=5, id="audit-flush")
+        if self.reports.enabled:
+            self.scheduler.add_job(self.reports.purge, "interval", hours=1, id="reports-purge")
         if self.retrain_sender is not None:
             # approved (or approval-free) retrain requests go out with retries from here
             self.scheduler.add_job(self.retrain_sender.send_due, "interval", seconds=5, id="retrain-send")
@@ -313,8 +321,20 @@ class App:
         for t in out.transitions:
             log.warning("ALERT %s %s/%s %s=%s (threshold %s) window %s..%s", t.state.upper(), t.model, t.rule,
                         t.scope, t.value, t.threshold, _iso(t.window_start), _iso(t.window_end))
+        for job in out.reports:
+            self.report_pool.submit(self._write_report, job)
         if self.on_output is not None:
             self.on_output(out)
+
+    def _write_report(self, job: dict) -> None:
+        try:
+            import pandas as pd
+
+            path = self.reports.write(pd.DataFrame(job["reference"]), pd.DataFrame(job["current"]),
+                                      self.config.model(job["model"]), job["alert"])
+            log.info("evidence report for alert %s: %s", job["alert"].id, path)
+        except Exception:  # noqa: BLE001 - a report is evidence, never a reason to stop monitoring
+            log.exception("evidence report for alert %s failed", job["alert"].id)
 
     # -- checkpoint --------------------------------------------------------------------------------
     def checkpoint(self) -> None:
@@ -337,7 +357,7 @@ class App:
             if out.transitions:
                 self.oversight.record_transitions(conn, out.transitions)
                 notify = [t for t in out.transitions if self.oversight.should_notify(t, now)]
-                self.outbox.enqueue(conn, notify, now=now)
+                self.outbox.enqueue(conn, notify, now=now, transitions=out.transitions)
             for r in out.retrains:
                 t = r["alert"]
                 cfg = self.config.model(r["model"])
@@ -366,6 +386,7 @@ class App:
                 log.warning("offset commit to Kafka failed (state is safe in the checkpoint): %s", exc)
 
     def close(self) -> None:
+        self.report_pool.shutdown(wait=True, cancel_futures=False)
         with contextlib.suppress(Exception):  # not started when run() failed early
             self.scheduler.shutdown(wait=False)
         self.deliverer.stop()

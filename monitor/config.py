@@ -1155,7 +1155,7 @@ def _check_webhook(c: _Check) -> None:
     for name in ("secret", "previous_secret"):
         v = c.kw.get(name)
         if v and not _valid_whsec(v):
-            c.error(name, 'must be a Standard Webhooks key: "whsec_" followed by base64')
+            c.error(name, 'must be a Standard Webhooks key: "whsec_" followed by base64 of at least 24 bytes')
 
 
 def _valid_whsec(v: str) -> bool:
@@ -1164,7 +1164,8 @@ def _valid_whsec(v: str) -> bool:
 
     body = v.removeprefix("whsec_")
     try:
-        return len(base64.b64decode(body, validate=True)) >= 1
+        # the Standard Webhooks spec asks for 24 to 64 random bytes; the sink refuses fewer
+        return len(base64.b64decode(body, validate=True)) >= 24
     except (binascii.Error, ValueError):
         return False
 

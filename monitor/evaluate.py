@@ -22,6 +22,7 @@ from detectors.performance import (
 )
 from detectors.reference import ReferenceProfile
 from detectors.registry import get_test
+from detectors.wasserstein import bin_points
 from monitor.panes import Layout, Pane
 from monitor.policy import FAIRNESS_METRICS, Evaluation
 
@@ -31,7 +32,7 @@ _DEFAULT_DRIFT = ("psi",)
 _PREDICTION_FAIRNESS = ("demographic_parity_difference", "disparate_impact_ratio")
 
 
-def layout_from_profile(model_cfg, profile: ReferenceProfile) -> Layout:
+def layout_from_profile(model_cfg, profile: ReferenceProfile, sample_per_pane: int = 0) -> Layout:
     """The pane layout of a model: feature order from the config, edges and vocabularies from the profile."""
     numeric = [f.name for f in model_cfg.features if f.type == "numeric"]
     categorical = [f.name for f in model_cfg.features if f.type == "categorical"]
@@ -57,6 +58,7 @@ def layout_from_profile(model_cfg, profile: ReferenceProfile) -> Layout:
         intersections=[list(x) for x in model_cfg.intersections],
         has_score=profile.score is not None,
         score_bins=profile.score_bins,
+        sample_per_pane=sample_per_pane,
     )
 
 
@@ -76,10 +78,15 @@ class Evaluator:
             for k, n in enumerate(L.numeric):
                 c = profile.numeric[n].histogram.counts
                 self.ref_num[k, : c.size] = c
-            self.bin_means = np.zeros((len(L.numeric), width))
+            # Wasserstein places each bin's mass at its reference mean (bin centre when the
+            # reference bin is empty); padded bins repeat the last point (empty on both sides)
+            self.bin_points = np.zeros((len(L.numeric), width))
             for k, n in enumerate(L.numeric):
-                bm = profile.numeric[n].bin_means
-                self.bin_means[k, : bm.size] = np.nan_to_num(bm)
+                prof = profile.numeric[n]
+                pts = np.where(np.isnan(prof.bin_means), bin_points(prof.edges), prof.bin_means) if prof.edges.size >= 2 else np.nan_to_num(prof.bin_means)
+                pts = np.maximum.accumulate(pts)
+                self.bin_points[k, : pts.size] = pts
+                self.bin_points[k, pts.size :] = pts[-1]
             self.ref_std = np.array([math.sqrt(max(float(profile.numeric[n].moments.variance[0]), 0.0)) for n in L.numeric])
         self.ref_cats = [profile.categorical[c].with_unseen() for c in L.categorical]
         self.ref_score = profile.score.counts.sum(axis=0) if profile.score is not None else None
@@ -108,7 +115,7 @@ class Evaluator:
                 t = get_test(name)
                 if "numeric" not in t.kinds:
                     continue
-                res = t.rows(self.ref_num, cur, **self._extra(name))
+                res = t.rows_function(self.ref_num, cur, **self._extra(name))
                 for k, feat in enumerate(L.numeric):
                     ev(name, feat, float(res.statistic[k]), n_cur[k],
                        p_value=None if res.p_value is None else float(res.p_value[k]))
@@ -118,16 +125,16 @@ class Evaluator:
                 t = get_test(name)
                 if "categorical" not in t.kinds:
                     continue
-                r = t.scalar(self.ref_cats[k], cur)
+                r = t.function(self.ref_cats[k], cur)
                 ev(name, feat, float(r.statistic), cur.sum(), p_value=r.p_value)
         if self.ref_score is not None and w.pred_scores is not None:
             cur = w.pred_scores.counts.sum(axis=0)
-            r = get_test("psi").scalar(self.ref_score, cur)
+            r = get_test("psi").function(self.ref_score, cur)
             ev("score_psi", "model", float(r.statistic), cur.sum())
 
     def _extra(self, name: str) -> dict:
         if name == "wasserstein":
-            return {"bin_points": self.bin_means, "scale": self.ref_std}
+            return {"points": self.bin_points, "ref_std": self.ref_std}
         return {}
 
     def _quality(self, w: Pane, ev) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from detectors.performance import LOSS_COLUMNS, REGRESSION_COLUMNS, loss_columns, regression_columns
 from detectors.sketch import CategoryCounts, ConfusionCounts, HistogramBank, Moments, ScoreHistogram
 
-__all__ = ["Layout", "Pane"]
+__all__ = ["Layout", "Pane", "RowSample", "window_sample"]
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Layout:
     intersections: list[list[str]] = field(default_factory=list)
     has_score: bool = True  # binary/multiclass models that emit a probability
     score_bins: int = 100
+    sample_per_pane: int = 0  # rows kept per pane for evidence reports (0: none)
 
     def __post_init__(self) -> None:
         self._sens_index = [{g: k for k, g in enumerate(vocab)} for vocab in self.groups]
@@ -74,6 +75,42 @@ class Layout:
         return out
 
 
+class RowSample:
+    """A bottom-k sample of rows by id hash: the ``k`` rows with the smallest keys.
+
+    Keys are uniform hashes of prediction ids, so the sample is uniform; it depends only on
+    which rows were offered (never on batch boundaries or arrival order), merges exactly
+    (union, keep the k smallest), and the prediction and outcome samples of a window are
+    coordinated: a prediction in one is likely to find its label in the other.
+    """
+
+    def __init__(self, k: int, columns: list[str]):
+        self.k = int(k)
+        self.columns = list(columns)
+        self.keys = np.zeros(0, dtype=np.uint64)
+        self.data: dict[str, np.ndarray] = {c: np.zeros(0, dtype=object) for c in self.columns}
+
+    def add(self, keys: np.ndarray, data: dict[str, np.ndarray]) -> None:
+        if self.k <= 0 or len(keys) == 0:
+            return
+        keys = np.concatenate([self.keys, np.asarray(keys, dtype=np.uint64)])
+        cols = {c: np.concatenate([self.data[c], np.asarray(data[c], dtype=object)]) for c in self.columns}
+        keep = np.argsort(keys, kind="stable")[: self.k]
+        self.keys = keys[keep]
+        self.data = {c: v[keep] for c, v in cols.items()}
+
+    def merge(self, other: RowSample) -> RowSample:
+        self.add(other.keys, other.data)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keys": self.keys.tolist(), "data": {c: v.tolist() for c, v in self.data.items()}}
+
+    def load(self, d: dict[str, Any]) -> None:
+        self.keys = np.asarray(d["keys"], dtype=np.uint64)
+        self.data = {c: np.array(d["data"][c] + [None], dtype=object)[:-1] for c in self.columns}
+
+
 class Pane:
     """The sketches of one model over one pane interval ``[start, start + length)``."""
 
@@ -105,6 +142,9 @@ class Pane:
             self.group_confusion = [ConfusionCounts(names, 2) for _, names, _ in L.scopes] if L.task == "binary" else []
             self.scores = ScoreHistogram(2, L.score_bins) if L.has_score else None
             self.loss = Moments(len(LOSS_COLUMNS))
+        feats = L.numeric + L.categorical
+        self.psample = RowSample(L.sample_per_pane, feats + ["__score", "__prediction"])
+        self.osample = RowSample(L.sample_per_pane, ["__label"])
         # error indicators of joined predictions, sorted at seal for a deterministic order
         self._err_ts: list[np.ndarray] = []
         self._err_key: list[np.ndarray] = []
@@ -113,8 +153,15 @@ class Pane:
 
     # -- updates --------------------------------------------------------------------------
     def add_predictions(self, numeric: np.ndarray, score: np.ndarray, categorical: list[np.ndarray],
-                        predicted: np.ndarray, scope_codes: list[np.ndarray]) -> None:
+                        predicted: np.ndarray, scope_codes: list[np.ndarray], keys: np.ndarray | None = None) -> None:
         n = len(predicted)
+        if keys is not None and self.psample.k:
+            L = self.layout
+            cols = {f: numeric[:, j] for j, f in enumerate(L.numeric)}
+            cols.update({f: categorical[j] for j, f in enumerate(L.categorical)})
+            cols["__score"] = score
+            cols["__prediction"] = predicted
+            self.psample.add(keys, cols)
         self.n_predictions += n
         if self.hist is not None:
             self.hist.update(numeric)
@@ -134,6 +181,7 @@ class Pane:
             return
         self.n_joined += n
         self.label_delay_sum += float(np.sum(label_ts - pred_ts))
+        self.osample.add(keys, {"__label": label})
         L = self.layout
         if L.task == "regression":
             self.loss.update(regression_columns(label, score))
@@ -173,13 +221,20 @@ class Pane:
         out += [s for s in (self.confusion, self.scores, self.loss) if s is not None]
         return out
 
-    def merge(self, other: Pane) -> Pane:
-        """Add ``other`` into this pane (errors appended after ours)."""
+    def merge(self, other: Pane, samples: bool = True) -> Pane:
+        """Add ``other`` into this pane (errors appended after ours).
+
+        ``samples=False`` for the running window, which cannot forget sampled rows of
+        evicted panes; a window's row sample is drawn from its panes (:func:`window_sample`).
+        """
         for a, b in zip(self._sketches(), other._sketches(), strict=True):
             a.merge(b)
         self.n_predictions += other.n_predictions
         self.n_joined += other.n_joined
         self.label_delay_sum += other.label_delay_sum
+        if samples:
+            self.psample.merge(other.psample)
+            self.osample.merge(other.osample)
         if other.errors.size:
             self.errors = np.concatenate([self.errors, other.errors])
         return self
@@ -207,6 +262,8 @@ class Pane:
             "label_delay_sum": self.label_delay_sum,
             "sketches": [s.to_dict() for s in self._sketches()],
             "errors": self.errors.tolist(),
+            "psample": self.psample.to_dict(),
+            "osample": self.osample.to_dict(),
         }
 
     @classmethod
@@ -224,4 +281,23 @@ class Pane:
             fresh = type(s).from_dict(sd)
             s.__dict__.update(fresh.__dict__)
         p.errors = np.asarray(d["errors"], dtype=np.float64)
+        p.psample.load(d["psample"])
+        p.osample.load(d["osample"])
         return p
+
+
+def window_sample(panes, size: int) -> dict[str, list]:
+    """Rows for an evidence report: bottom-``size`` of the panes' prediction samples, with
+    the label attached where the coordinated outcome samples hold it (else None)."""
+    panes = list(panes)
+    if not panes or panes[0].psample.k == 0:
+        return {}
+    rows = RowSample(size, panes[0].psample.columns)
+    labels = RowSample(10**9, ["__label"])
+    for p in panes:
+        rows.merge(p.psample)
+        labels.merge(p.osample)
+    lookup = dict(zip(labels.keys.tolist(), labels.data["__label"].tolist(), strict=True))
+    out = {c: v.tolist() for c, v in rows.data.items()}
+    out["__label"] = [lookup.get(k) for k in rows.keys.tolist()]
+    return out

@@ -35,7 +35,7 @@ from monitor.evaluate import Evaluator, layout_from_profile
 from monitor.events import AlertEvent
 from monitor.join import JoinTable
 from monitor.metrics import Metrics
-from monitor.panes import Layout, Pane
+from monitor.panes import Layout, Pane, window_sample
 from monitor.policy import Evaluation, RulePolicy
 
 __all__ = ["Pipeline", "ModelRuntime", "PartitionState", "Output"]
@@ -56,18 +56,16 @@ class Output:
     evaluations: list[Evaluation] = field(default_factory=list)
     transitions: list[AlertEvent] = field(default_factory=list)
     retrains: list[dict[str, Any]] = field(default_factory=list)
-
-    def extend(self, other: Output) -> None:
-        self.evaluations += other.evaluations
-        self.transitions += other.transitions
-        self.retrains += other.retrains
+    reports: list[dict[str, Any]] = field(default_factory=list)  # evidence to write, off the loop
 
 
 class ModelRuntime:
     """Stage-2 state of one model: reference, window, detectors, policy, warm-up buffer."""
 
-    def __init__(self, cfg, index: int, profile: ReferenceProfile | None):
+    def __init__(self, cfg, index: int, profile: ReferenceProfile | None, report_size: int = 0):
         self.cfg = cfg
+        # rows sampled per window for evidence reports (reports.sample_size; 0: none)
+        self.report_size = report_size
         self.index = index
         self.pane = float(cfg.pane_seconds)
         self.profile: ReferenceProfile | None = None
@@ -92,7 +90,8 @@ class ModelRuntime:
 
     def set_profile(self, profile: ReferenceProfile) -> None:
         self.profile = profile
-        self.layout = layout_from_profile(self.cfg, profile)
+        per_pane = -(-self.report_size // self.cfg.window_panes) if self.report_size else 0
+        self.layout = layout_from_profile(self.cfg, profile, sample_per_pane=per_pane)
         self.evaluator = Evaluator(self.cfg, profile, self.layout)
         self.window = Pane(self.layout, 0.0)
 
@@ -183,7 +182,7 @@ class ModelRuntime:
         self.window = Pane(self.layout, 0.0)
 
     def _add_pane(self, pane: Pane, metrics: Metrics | None, out: Output) -> None:
-        self.window.merge(pane)
+        self.window.merge(pane, samples=False)
         self.panes.append(pane)
         while len(self.panes) > self.cfg.window_panes:
             self.window.subtract(self.panes.popleft())
@@ -199,12 +198,26 @@ class ModelRuntime:
                                     details={"rule": name} if len(hits) else None))
         transitions = self.policy.apply(evals, ws, we)
         out.evaluations += evals
-        out.transitions += transitions
+        if self.report_size and any(t.state == "firing" and t.seq == 1 for t in transitions):
+            transitions = self._with_reports(transitions, out)
         for t in transitions:
             if t.state == "firing" and "retrain" in t.actions:
                 out.retrains.append({"model": self.cfg.name, "alert": t, "labels_since_last": self.labels_since_retrain})
+        out.transitions += transitions
         if metrics is not None:
             self._export(metrics, evals, pane)
+
+    def _with_reports(self, transitions: list[AlertEvent], out: Output) -> list[AlertEvent]:
+        """New episodes get an evidence report (written off the poll loop) and its link."""
+        current = window_sample(self.panes, self.report_size)
+        result = []
+        for t in transitions:
+            if t.state == "firing" and t.seq == 1 and current:
+                out.reports.append({"model": self.cfg.name, "alert": t, "reference": self.profile.sample,
+                                    "current": current})
+                t = msgspec.structs.replace(t, details={**t.details, "report": f"/api/reports/{t.id}.html"})
+            result.append(t)
+        return result
 
     def _export(self, m: Metrics, evals: list[Evaluation], pane: Pane) -> None:
         name = self.cfg.name
@@ -345,11 +358,13 @@ class Pipeline:
     """Stage 1 for every assigned partition and stage 2 for every model, in one process."""
 
     def __init__(self, config, profiles: dict[str, ReferenceProfile | None], metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, reports: bool = False):
         self.config = config
         self.metrics = metrics
         self.clock = clock
-        self.models = [ModelRuntime(m, i, profiles.get(m.name)) for i, m in enumerate(config.models)]
+        r = config.reports
+        size = r.sample_size if (r.enabled and reports) else 0
+        self.models = [ModelRuntime(m, i, profiles.get(m.name), size) for i, m in enumerate(config.models)]
         self.by_name = {m.cfg.name: m for m in self.models}
         self.n_scopes = max([len(m.sensitive) + len(m.intersections) for m in config.models] + [0])
         self.partitions: dict[int, PartitionState] = {}
@@ -399,7 +414,7 @@ class Pipeline:
             if pane is None:
                 pane = st.open[m.index][float(s)] = Pane(L, float(s))
             pane.add_predictions(batch.numeric[sel], batch.score[sel], [c[sel] for c in batch.categorical],
-                                 batch.predicted[sel], [c[sel] for c in scope_codes])
+                                 batch.predicted[sel], [c[sel] for c in scope_codes], keys=batch.keys[sel])
         # join: labels that arrived first complete these predictions now
         f32 = np.full((len(batch), _P_SCOPES + self.n_scopes), -1.0, dtype=np.float32)
         f32[:, _P_MODEL] = m.index
@@ -453,8 +468,20 @@ class Pipeline:
                                   f[rows, _P_PRED].astype(np.int64), y[rows], [c[rows] for c in scopes])
 
     # -- watermarks, sealing, stage 2 -----------------------------------------------------------
+    def _keep(self, produced: Output) -> Output:
+        """Queue what a call produced for the next checkpoint; return just that."""
+        self.out.evaluations += produced.evaluations
+        self.out.transitions += produced.transitions
+        self.out.retrains += produced.retrains
+        self.out.reports += produced.reports
+        return produced
+
     def advance(self) -> Output:
-        """Seal panes behind each partition's watermark, expire the join, evaluate ready windows."""
+        """Seal panes behind each partition's watermark, expire the join, evaluate ready windows.
+
+        Returns what this call produced; it is also queued until :meth:`drain`.
+        """
+        produced = Output()
         for st in self.partitions.values():
             wm = st.watermark()
             for m in self.models:
@@ -472,9 +499,9 @@ class Pipeline:
         for m in self.models:
             active = [st.sealed[m.index] for st in self.partitions.values() if not st.idle and st.pred_max > -math.inf]
             if active:
-                m.advance(min(active), self.metrics, self.out)
+                m.advance(min(active), self.metrics, produced)
         self._gauges()
-        return self.out
+        return self._keep(produced)
 
     def _expire(self, st: PartitionState) -> None:
         if st.pred_max > -math.inf:
@@ -516,6 +543,7 @@ class Pipeline:
 
     def flush_all(self) -> Output:
         """End of a finite input (replay): seal and evaluate every pane, as if time moved on."""
+        produced = Output()
         for st in self.partitions.values():
             for m in self.models:
                 if not m.ready:
@@ -527,8 +555,8 @@ class Pipeline:
                 st.sealed[m.index] = math.inf
         for m in self.models:
             if m.ready and m.pending:
-                m.advance(max(m.pending) + m.pane, self.metrics, self.out)
-        return self.out
+                m.advance(max(m.pending) + m.pane, self.metrics, produced)
+        return self._keep(produced)
 
     def drain(self) -> Output:
         out, self.out = self.out, Output()

@@ -213,3 +213,19 @@ def test_errors_name_the_problem():
     del d["numeric"]
     with pytest.raises(ValueError, match="missing field 'numeric'"):
         ReferenceProfile.from_dict(d)
+
+
+def test_row_sample_for_reports_is_bounded_uniform_and_round_trips():
+    rng = np.random.default_rng(3)
+    n = 5000
+    data = {"x": rng.normal(size=n), "c": rng.choice(["a", "b"], size=n).astype(object),
+            "s": rng.random(n), "y": (rng.random(n) < 0.5).astype(int),
+            "sex": rng.choice(["F", "M"], size=n).astype(object), "id": np.arange(n)}
+    prof = ReferenceProfile.build(data, numeric=["x"], categorical=["c"], score="s", label="y",
+                                  sensitive=["sex"], sample_size=300)
+    assert set(prof.sample) == {"x", "c", "__score", "__label"}  # no ids, no sensitive columns
+    assert all(len(v) == 300 for v in prof.sample.values())
+    # the sample is of the data's rows: its mean is within a few standard errors
+    assert abs(np.mean(prof.sample["x"]) - data["x"].mean()) < 4 / np.sqrt(300)
+    again = ReferenceProfile.from_dict(json.loads(json.dumps(prof.to_dict())))
+    assert again.sample == prof.sample

@@ -532,7 +532,7 @@ def test_config_hash_stable_and_secret_independent():
     h1 = config_hash(load_config_text(SECRETS, env=ENV))
     assert re.fullmatch(r"[0-9a-f]{64}", h1)
     assert config_hash(load_config_text(SECRETS, env=ENV)) == h1
-    other = dict(ENV, KAFKA_PASSWORD="zz", API_TOKEN="yy", WH_SECRET="whsec_AAAA")
+    other = dict(ENV, KAFKA_PASSWORD="zz", API_TOKEN="yy", WH_SECRET="whsec_" + "QUFB" * 8)
     assert config_hash(load_config_text(SECRETS, env=other)) == h1
     # Key order and comments in the file do not matter; settings do.
     shuffled = SECRETS.replace('sasl_plain_username = "svc"\n', "") + "# c\n"
