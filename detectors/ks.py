@@ -91,8 +91,9 @@ def _d_lower(ref: np.ndarray, cur: np.ndarray) -> np.ndarray:
 def ks_statistic_bounds(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, float]:
     """Lower and upper bound on the raw-sample KS statistic from two histograms.
 
-    The lower bound is the statistic :func:`ks_drift` reports; both are equal to the
-    raw-sample D when every non-empty bin holds a single distinct value.
+    The lower bound is the statistic :func:`ks_drift` reports and equals the raw-sample
+    D when every non-empty bin holds a single distinct value. The upper bound assumes
+    nothing about where values sit inside a bin, so it stays loose even then.
     """
     ref, cur = counts_pair(ref_counts, cur_counts)
     if ref.sum() == 0 or cur.sum() == 0:
