@@ -58,10 +58,23 @@ class _Additive:
     """Shared merge/subtract/equality over the named array fields of a sketch."""
 
     _fields: tuple[str, ...] = ()
+    # Attributes that must be equal for counts to line up (bins, vocabulary, shift).
+    _layout: tuple[str, ...] = ()
 
     def _check_compatible(self, other) -> None:
         if type(other) is not type(self):
             raise TypeError(f"cannot combine {type(self).__name__} with {type(other).__name__}")
+        # Same-shaped counts over different bins would add up silently into garbage.
+        for name in self._layout:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, np.ndarray):
+                same = mine.shape == theirs.shape and np.array_equal(mine, theirs)
+            else:
+                same = mine == theirs
+            if not same:
+                raise ValueError(
+                    f"cannot combine {type(self).__name__}s with different {name}: {mine!r} vs {theirs!r}"
+                )
 
     def merge(self, other):
         """Add ``other`` into this sketch in place and return self."""
@@ -128,6 +141,7 @@ class Histogram(_Additive):
     kind = "histogram"
     version = 1
     _fields = ("counts", "missing")
+    _layout = ("edges",)
 
     def __init__(self, edges: Sequence[float] | np.ndarray):
         e = _as_float(edges)
@@ -178,6 +192,7 @@ class HistogramBank(_Additive):
     kind = "histogram_bank"
     version = 1
     _fields = ("counts", "missing")
+    _layout = ("edges",)
 
     def __init__(self, edges: Sequence[Sequence[float]]):
         rows = [_as_float(e) for e in edges]
@@ -238,6 +253,7 @@ class CategoryCounts(_Additive):
     kind = "category_counts"
     version = 1
     _fields = ("counts", "unseen", "missing")
+    _layout = ("categories",)
 
     def __init__(self, categories: Sequence[str]):
         cats = [str(c) for c in categories]
@@ -310,6 +326,7 @@ class ScoreHistogram(_Additive):
     kind = "score_histogram"
     version = 1
     _fields = ("counts", "score_sums", "invalid")
+    _layout = ("n_classes", "n_bins")
 
     def __init__(self, n_classes: int = 2, n_bins: int = 100):
         if n_classes < 2:
@@ -374,6 +391,7 @@ class ConfusionCounts(_Additive):
     kind = "confusion_counts"
     version = 1
     _fields = ("counts", "unseen")
+    _layout = ("groups", "n_classes")
 
     def __init__(self, groups: Sequence[str] = ("all",), n_classes: int = 2):
         g = [str(x) for x in groups]
@@ -432,6 +450,7 @@ class Moments(_Additive):
     kind = "moments"
     version = 1
     _fields = ("count", "sum", "sumsq")
+    _layout = ("shift",)
 
     def __init__(self, n_columns: int = 1, shift: Sequence[float] | float | None = None):
         if n_columns < 1:
