@@ -135,6 +135,7 @@ class App:
         self._checkpoint_due = threading.Event()
         self._idle_due = threading.Event()
         self.positions: dict[tuple[str, int], int] = {}
+        self._emitted = (0, 0, 0)  # evaluations, transitions, retrains of pipeline.out already emitted
         self.assigned: set[TopicPartition] = set()
         self.restored = False
         self.last_poll = 0.0
@@ -318,6 +319,17 @@ class App:
         log.warning("dead-lettered %s[%d]@%d: %s", tp.topic, tp.partition, rec.offset, reason)
 
     def _emit(self, out: Output) -> None:
+        # ``advance()`` returns the pipeline's output accumulated since the last checkpoint
+        # drained it: only the part not yet shown is new (else every poll until the next
+        # checkpoint would log and count the same transitions again).
+        ne, nt, nr = self._emitted
+        self._emitted = (len(out.evaluations), len(out.transitions), len(out.retrains))
+        out = Output(out.evaluations[ne:], out.transitions[nt:], out.retrains[nr:])
+        for t in out.transitions:
+            self.metrics.alert_transitions.labels(t.model, t.rule, t.state).inc()
+        if out.transitions:
+            for m in self.pipeline.models:
+                self.metrics.alerts.labels(m.cfg.name, "firing").set(len(m.policy.firing()))
         for t in out.transitions:
             log.warning("ALERT %s %s/%s %s=%s (threshold %s) window %s..%s", t.state.upper(), t.model, t.rule,
                         t.scope, t.value, t.threshold, _iso(t.window_start), _iso(t.window_end))
@@ -344,7 +356,9 @@ class App:
             return
         if self.producer is not None:
             self.producer.flush(timeout=30)
+        self._emit(self.pipeline.out)  # what this checkpoint writes has been logged and counted
         out = self.pipeline.drain()
+        self._emitted = (0, 0, 0)
         offsets = {k: v for k, v in self.positions.items()}
         blobs = {**self.pipeline.partition_blobs(), **self.pipeline.model_blobs()}
         now = time.time()

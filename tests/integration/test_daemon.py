@@ -111,10 +111,14 @@ def test_end_to_end_alert_on_the_alerts_topic_health_and_graceful_stop(broker, t
         assert d.metric("driftline_evaluation_value", model="m", metric="psi", scope="num_02") > 0
         assert d.metric("driftline_alert_transitions_total", rule="feature-drift", state="firing") >= 1
 
+        d_fired = int(d.metric("driftline_alert_transitions_total", rule="feature-drift", state="firing"))
         t_stop = time.time()
         assert d.terminate() == 0
         _no_crash(d)
         assert stored_offsets(state_dir) == ends
+        # each transition logged once (not on every poll until the next checkpoint)
+        logged = [x for x in d.text().splitlines() if "ALERT FIRING m/feature-drift" in x]
+        assert len(logged) == d_fired, logged
         conn = sqlite3.connect(state_dir / "driftline.db")
         (last,) = conn.execute("SELECT max(updated_at) FROM blobs").fetchone()
         conn.close()
