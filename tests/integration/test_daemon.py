@@ -246,7 +246,7 @@ def test_rebalance_between_two_processes_hands_partition_state_over(broker, tmp_
     cov = {k[1]: r for k, r in rows.items() if k[2] == "label_coverage"}
     ends_seen = sorted(cov)
     assert ends_seen == [ends_seen[0] + PANE * i for i in range(len(ends_seen))], "a window is missing"
-    assert ends_seen[0] == min(total) and ends_seen[-1] >= START + 19 * PANE
+    assert ends_seen[0] == min(total) and ends_seen[-1] >= START + 18 * PANE
     handover = max(k for k in ends_seen if k <= split - PANE)  # last pane sealed before A stopped
     shared, alone = 0, 0
     for we in ends_seen:
