@@ -368,6 +368,9 @@ class ReferenceProfile:
         for key, name in (("__score", score), ("__label", label), ("__prediction", prediction)):
             if name:
                 sample[key] = _json_values(col[name][rows])
+        if "__prediction" not in sample and p_codes is not None:
+            # derived from the score at the decision threshold, as the monitor derives it
+            sample["__prediction"] = [None if c < 0 else int(c) for c in p_codes[rows].tolist()]
         kw["sample"] = sample
         return cls(
             task=task,

@@ -135,7 +135,6 @@ class App:
         self._checkpoint_due = threading.Event()
         self._idle_due = threading.Event()
         self.positions: dict[tuple[str, int], int] = {}
-        self._emitted = (0, 0, 0)  # evaluations, transitions, retrains of pipeline.out already emitted
         self.assigned: set[TopicPartition] = set()
         self.restored = False
         self.last_poll = 0.0
@@ -219,7 +218,9 @@ class App:
         if not revoked:
             return
         log.info("partitions revoked: %s; checkpointing", sorted((tp.topic, tp.partition) for tp in revoked))
-        self.checkpoint()
+        # kafka-python runs listeners on its IO thread, where a blocking commit is refused;
+        # the state DB holds these offsets, and the next owner's commit or seek uses them
+        self.checkpoint(commit=False)
         self.assigned -= set(revoked)
         keep = {tp.partition for tp in self.assigned}
         for tp in revoked:
@@ -319,12 +320,8 @@ class App:
         log.warning("dead-lettered %s[%d]@%d: %s", tp.topic, tp.partition, rec.offset, reason)
 
     def _emit(self, out: Output) -> None:
-        # ``advance()`` returns the pipeline's output accumulated since the last checkpoint
-        # drained it: only the part not yet shown is new (else every poll until the next
-        # checkpoint would log and count the same transitions again).
-        ne, nt, nr = self._emitted
-        self._emitted = (len(out.evaluations), len(out.transitions), len(out.retrains))
-        out = Output(out.evaluations[ne:], out.transitions[nt:], out.retrains[nr:])
+        # ``advance()`` returns only what that call produced (the pipeline also queues it for
+        # the next checkpoint), so each transition is logged, counted and shown once.
         for t in out.transitions:
             self.metrics.alert_transitions.labels(t.model, t.rule, t.state).inc()
         if out.transitions:
@@ -349,16 +346,14 @@ class App:
             log.exception("evidence report for alert %s failed", job["alert"].id)
 
     # -- checkpoint --------------------------------------------------------------------------------
-    def checkpoint(self) -> None:
+    def checkpoint(self, commit: bool = True) -> None:
         """flush dead letters -> one transaction (state, offsets, evaluations, outbox) -> commit."""
         self._checkpoint_due.clear()
         if self.consumer is None:
             return
         if self.producer is not None:
             self.producer.flush(timeout=30)
-        self._emit(self.pipeline.out)  # what this checkpoint writes has been logged and counted
         out = self.pipeline.drain()
-        self._emitted = (0, 0, 0)
         offsets = {k: v for k, v in self.positions.items()}
         blobs = {**self.pipeline.partition_blobs(), **self.pipeline.model_blobs()}
         now = time.time()
@@ -391,11 +386,11 @@ class App:
         self.oversight.flush_audit()
         if out.transitions:
             self.deliverer.wake()
-        commit = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()
-                  if TopicPartition(t, p) in self.assigned}
-        if commit:
+        to_commit = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()
+                     if TopicPartition(t, p) in self.assigned}
+        if commit and to_commit:
             try:
-                self.consumer.commit(commit)
+                self.consumer.commit(to_commit)
             except Exception as exc:  # noqa: BLE001 - the state DB holds the truth; Kafka's is a hint
                 log.warning("offset commit to Kafka failed (state is safe in the checkpoint): %s", exc)
 
@@ -430,6 +425,9 @@ def main(args: argparse.Namespace) -> int:
     from monitor.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the scheduler logs every job run and kafka-python every connection at INFO: noise
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     config = load_config(args.config)
     app = App(config, config_source=str(args.config), profile_base=Path(args.config).resolve().parent)
     return app.run()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -162,6 +161,7 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     duration = args.duration if args.duration is not None else 120.0
     work = Path(getattr(args, "state_dir", None) or tempfile.mkdtemp(prefix="driftline-demo-"))
     port = getattr(args, "http_port", None) or 9108
@@ -198,7 +198,8 @@ def main(args: argparse.Namespace) -> int:
         def show(out) -> None:
             for e in out.transitions:
                 mins = (e.window_end - start) / 60.0
-                print(f"demo: ALERT {e.state.upper():8s} {e.model}/{e.rule} {e.scope}: {e.metric}={e.value:.4g} "
+                what = f"{e.state.upper()} ({e.level})" if e.state == "firing" else e.state.upper()
+                print(f"demo: ALERT {what:16s} {e.model}/{e.rule} {e.scope}: {e.metric}={e.value:.4g} "
                       f"(threshold {e.threshold}) at simulated minute {mins:.0f}", flush=True)
 
         app = App(config, config_source="<demo config>", bootstrap_servers=bootstrap, on_output=show)
@@ -206,10 +207,9 @@ def main(args: argparse.Namespace) -> int:
         code = app.run(duration=duration)
         producer.stop_event.set()
         producer.join(timeout=10)
-        print(f"demo: done after {duration:.0f}s; produced {producer.sent} records; audit log {config.audit.path}")
+        print(f"demo: done after {duration:.0f}s; produced {producer.sent} records. Look at: audit log "
+              f"{config.audit.path}, evidence reports {config.reports.dir}, state {work}")
         return code
     finally:
         if broker is not None:
             broker.stop()
-        if os.environ.get("DRIFTLINE_DEMO_KEEP") is None and not getattr(args, "state_dir", None):
-            pass  # keep the temp dir: the audit log and state are worth a look after the demo

@@ -223,7 +223,7 @@ def test_row_sample_for_reports_is_bounded_uniform_and_round_trips():
             "sex": rng.choice(["F", "M"], size=n).astype(object), "id": np.arange(n)}
     prof = ReferenceProfile.build(data, numeric=["x"], categorical=["c"], score="s", label="y",
                                   sensitive=["sex"], sample_size=300)
-    assert set(prof.sample) == {"x", "c", "__score", "__label"}  # no ids, no sensitive columns
+    assert set(prof.sample) == {"x", "c", "__score", "__label", "__prediction"}  # no ids, no sensitive
     assert all(len(v) == 300 for v in prof.sample.values())
     # the sample is of the data's rows: its mean is within a few standard errors
     assert abs(np.mean(prof.sample["x"]) - data["x"].mean()) < 4 / np.sqrt(300)
