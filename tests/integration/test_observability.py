@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -88,10 +89,19 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return out
 
 
+def _regex_literal(value: str) -> str:
+    r"""A label value as a regex inside a PromQL string, escaped the way Grafana does it.
+
+    >>> _regex_literal("credit-risk.v2")
+    'credit-risk\\\\.v2'
+    """
+    return re.sub(r"([\\.^$*+?()\[\]{}|])", r"\\\\\1", value)
+
+
 def substitute(expr: str, models: list[str], rate_interval: str = "20s") -> str:
     """Grafana's variables as Grafana fills them: a multi-value ``$model`` becomes a regex."""
     values = {
-        "model": "(" + "|".join(re.escape(m) for m in models) + ")",
+        "model": "(" + "|".join(_regex_literal(m) for m in models) + ")",
         "__rate_interval": rate_interval,
         "__interval": "1s",
         "__range": "1m",
@@ -267,14 +277,17 @@ def _get(url: str, timeout: float = 5.0) -> bytes:
 
 
 def _query(prom: str, expr: str) -> list[dict]:
-    body = json.loads(_get(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr})))
+    try:
+        body = json.loads(_get(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr})))
+    except urllib.error.HTTPError as exc:  # 400: the expression does not parse
+        raise AssertionError(f"Prometheus rejected {expr!r}: {exc.read().decode()}") from None
     assert body["status"] == "success", (expr, body)
     return body["data"]["result"]
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[str]:
-    """``driftline demo`` serving /metrics on a free loopback port; yields its base URL."""
+def demo(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``driftline demo`` serving /metrics on a free loopback port: (base URL, log path)."""
     port = _free_port()
     log = tmp_path / "demo.log"
     cmd = [sys.executable, "-m", "monitor.cli", "demo", "--duration", str(DEMO_SECONDS),
@@ -295,7 +308,7 @@ def demo(tmp_path: Path) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     pytest.fail(f"driftline demo served no /metrics in 90 s:\n{log.read_text()[-4000:]}")
                 time.sleep(0.5)
-        yield url
+        yield url, log
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -307,10 +320,11 @@ def demo(tmp_path: Path) -> Iterator[str]:
 
 
 def test_real_prometheus_scrapes_driftline_and_every_query_has_data(
-    demo: str, prometheus, rules_file: Path
+    demo: tuple[str, Path], prometheus, rules_file: Path
 ) -> None:
     promtool = _tool("promtool")
-    target = demo.removeprefix("http://")
+    demo_url, demo_log = demo
+    target = demo_url.removeprefix("http://")
     prom = prometheus(
         scrape_configs=[{
             "job_name": RELEASE,
@@ -320,7 +334,7 @@ def test_real_prometheus_scrapes_driftline_and_every_query_has_data(
     )
 
     # Wait until both models have been evaluated, as seen through Prometheus.
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 120
     models: list[str] = []
     while time.monotonic() < deadline:
         body = json.loads(_get(f"{prom}/api/v1/label/model/values?" + urllib.parse.urlencode(
@@ -329,10 +343,14 @@ def test_real_prometheus_scrapes_driftline_and_every_query_has_data(
         if len(models) >= 2:
             break
         time.sleep(1)
-    assert models == ["churn", "credit-risk"], f"the model variable's query found {models}"
+    if models != ["churn", "credit-risk"]:
+        targets = json.loads(_get(f"{prom}/api/v1/targets"))["data"]["activeTargets"]
+        pytest.fail(f"the model variable's query found {models}; targets: "
+                    f"{[(t['scrapeUrl'], t['health'], t['lastError']) for t in targets]}; "
+                    f"demo log tail:\n{demo_log.read_text()[-3000:]}")
 
     # /metrics passes Prometheus's own exposition-format lint.
-    text = _get(f"{demo}/metrics")
+    text = _get(f"{demo_url}/metrics")
     lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
     assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
 
