@@ -29,8 +29,10 @@ quirks the daemon must live with (Apache Kafka 4.1 behaves normally in every cas
 - ``KafkaAdminClient.describe_groups()`` raises ``ValueError: 15 is not a valid
   ACLOperation`` (kafka-python cannot parse Tansu's authorized operations), and
   ``list_groups()`` reports every group's state as ``Unknown``.
-- Fetching is slow (a few thousand small records a second with tiny batches): batch the
-  producer, and do not benchmark against it.
+- Speed depends on the producer's batches, since Tansu serves them as stored: one record
+  per request produced about 770/s and was read back at about 14,000/s; batched
+  (``linger_ms=20``, ``batch_size=256 KiB``) about 50,000/s produced and 100,000/s read.
+  Batch every producer, and do not benchmark the daemon against Tansu.
 """
 
 from __future__ import annotations
