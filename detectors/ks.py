@@ -427,7 +427,11 @@ def ks_drift(
     threshold: float = DEFAULT_THRESHOLD,
     method: str = "auto",
 ) -> DriftResult:
-    """KS test of one feature's window counts against its reference counts (same bins)."""
+    """KS test of one feature's window counts against its reference counts (same bins).
+
+    ``statistic`` is the lower bound D from the bin edges (moved onto the
+    ``1 / lcm(n_ref, n_cur)`` lattice when the exact method ran, as scipy reports it).
+    """
     ref, cur = counts_pair(ref_counts, cur_counts)
     threshold = check_alpha(threshold)
     n_ref, n_cur = _sample_sizes(ref, cur)
