@@ -251,8 +251,14 @@ class Pane:
         return Pane(self.layout, start)
 
     # -- state ----------------------------------------------------------------------------
+    def _pending_errors(self) -> dict[str, list]:
+        """Joined outcomes not yet sealed, kept unsorted: the seal sorts them all together,
+        so a checkpoint between two outcomes of one pane cannot change their final order."""
+        cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dtype=dt))
+        return {"ts": cat(self._err_ts, np.float64).tolist(), "key": cat(self._err_key, np.uint64).tolist(),
+                "val": cat(self._err_val, np.float64).tolist()}
+
     def to_dict(self) -> dict[str, Any]:
-        self.seal()
         return {
             "kind": self.kind,
             "version": self.version,
@@ -262,6 +268,7 @@ class Pane:
             "label_delay_sum": self.label_delay_sum,
             "sketches": [s.to_dict() for s in self._sketches()],
             "errors": self.errors.tolist(),
+            "pending_errors": self._pending_errors(),
             "psample": self.psample.to_dict(),
             "osample": self.osample.to_dict(),
         }
@@ -281,6 +288,11 @@ class Pane:
             fresh = type(s).from_dict(sd)
             s.__dict__.update(fresh.__dict__)
         p.errors = np.asarray(d["errors"], dtype=np.float64)
+        pend = d["pending_errors"]
+        if pend["ts"]:
+            p._err_ts = [np.asarray(pend["ts"], dtype=np.float64)]
+            p._err_key = [np.asarray(pend["key"], dtype=np.uint64)]
+            p._err_val = [np.asarray(pend["val"], dtype=np.float64)]
         p.psample.load(d["psample"])
         p.osample.load(d["osample"])
         return p

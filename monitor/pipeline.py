@@ -310,8 +310,14 @@ def _slice_batch(b: PredictionBatch, s) -> PredictionBatch:
 class PartitionState:
     """Stage-1 state of one partition number (predictions[p] and labels[p] together)."""
 
-    def __init__(self, partition: int, n_models: int, n_scopes: int, ttl: float, max_pending: int):
+    def __init__(self, partition: int, n_models: int, n_scopes: int, ttl: float, max_pending: int,
+                 labels_expected: bool = True):
         self.partition = partition
+        # With a labels topic, the label side holds the watermark back from the start (a
+        # consumer may read minutes of predictions before its first label); it stops doing
+        # so only when it has been idle for scheduler.idle_close_seconds (processing time).
+        self.labels_expected = labels_expected
+        self.labels_idle = False
         self.ttl = ttl
         self.preds = JoinTable(1, _P_SCOPES + n_scopes, max_pending)
         self.labels = JoinTable(2, 1, max_pending)
@@ -320,10 +326,11 @@ class PartitionState:
         self.pred_max = -math.inf
         self.label_max = -math.inf
         self.last_activity = time.monotonic()
+        self.last_label_activity = self.last_activity
         self.idle = False
 
     def watermark(self) -> float:
-        if self.label_max == -math.inf:
+        if not self.labels_expected or self.labels_idle:
             return self.pred_max
         return min(self.pred_max, self.label_max)
 
@@ -358,7 +365,8 @@ class Pipeline:
     """Stage 1 for every assigned partition and stage 2 for every model, in one process."""
 
     def __init__(self, config, profiles: dict[str, ReferenceProfile | None], metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.monotonic, reports: bool = False):
+                 clock: Callable[[], float] = time.monotonic, reports: bool = False,
+                 labels_expected: bool | None = None):
         self.config = config
         self.metrics = metrics
         self.clock = clock
@@ -368,6 +376,7 @@ class Pipeline:
         self.by_name = {m.cfg.name: m for m in self.models}
         self.n_scopes = max([len(m.sensitive) + len(m.intersections) for m in config.models] + [0])
         self.partitions: dict[int, PartitionState] = {}
+        self.labels_expected = bool(config.topics.labels) if labels_expected is None else labels_expected
         self.out = Output()
 
     # -- partitions -------------------------------------------------------------------------
@@ -375,7 +384,7 @@ class Pipeline:
         st = self.partitions.get(p)
         if st is None:
             st = PartitionState(p, len(self.models), self.n_scopes, self.config.join.ttl_seconds,
-                                self.config.join.max_pending)
+                                self.config.join.max_pending, labels_expected=self.labels_expected)
             self.partitions[p] = st
         return st
 
@@ -435,6 +444,7 @@ class Pipeline:
             return
         st = self.partition(p)
         st.last_activity, st.idle = self.clock(), False
+        st.last_label_activity, st.labels_idle = st.last_activity, False
         st.label_max = max(st.label_max, float(batch.ts.max()))
         found, pts, _, pf32 = st.preds.take(batch.keys)
         if found.any():
@@ -539,6 +549,8 @@ class Pipeline:
         for st in self.partitions.values():
             if now - st.last_activity >= idle_seconds:
                 st.idle = True
+            if now - st.last_label_activity >= idle_seconds:
+                st.labels_idle = True
         return self.advance()
 
     def flush_all(self) -> Output:

@@ -75,7 +75,7 @@ def write_output(out: Output, f: IO[str]) -> None:
 def replay(config, predictions: str | Path, labels: str | Path | None, out: IO[str], batch_size: int = 1000,
            pipeline: Pipeline | None = None) -> Pipeline:
     """Run the pipeline over the files; writes evaluation and alert lines to ``out``."""
-    pipeline = pipeline or Pipeline(config, load_profiles(config))
+    pipeline = pipeline or Pipeline(config, load_profiles(config), labels_expected=bool(labels))
     decoder = RecordDecoder(config.fields, config.models)
     f = config.fields
     streams = [_timed(0, _lines(predictions), f.timestamp.split("."), f.timestamp_unit)]
