@@ -54,14 +54,15 @@ step_kafka() {
   log="$CACHE/kafka/mvn.log"
   rm -rf "$tmp"
   mkdir -p "$CACHE/kafka"
-  if mvn -q -B -f scripts/kafka-pom.xml dependency:copy-dependencies \
+  if mvn -q -B -Dstyle.color=never -f scripts/kafka-pom.xml dependency:copy-dependencies \
       -DincludeScope=runtime -DoutputDirectory="$tmp" >"$log" 2>&1; then
     rm -rf "$libs"
     mv "$tmp" "$libs"
     echo "$want" >"$stamp"
     say kafka "fetched $(basename "$(ls "$libs"/kafka_2.13-*.jar)" .jar) ($(ls "$libs" | wc -l) jars) in $(elapsed "$t0")"
   else
-    fail_step kafka "mvn dependency:copy-dependencies failed, see .cache/kafka/mvn.log: $(tail -n 3 "$log" | tr '\n' ' ')"
+    # Maven's first [ERROR] line names the artifact; its last ones are generic help links.
+    fail_step kafka "mvn dependency:copy-dependencies failed, see .cache/kafka/mvn.log: $(grep -m1 -F '[ERROR]' "$log" | cut -c1-300)"
   fi
 }
 
