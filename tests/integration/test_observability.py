@@ -44,7 +44,7 @@ RULES_TEST = CHART / "tests-promtool" / "driftline-rules.test.yaml"
 # The release the rules are rendered for; the Prometheus below scrapes the demo under the
 # job and namespace labels the Prometheus Operator would give this release's pods.
 RELEASE, NAMESPACE = "driftline", "monitoring"
-DEMO_SECONDS = 150.0
+DEMO_SECONDS = 200.0
 # How long, after the first evaluation, every query may take to have data (alerts fire and
 # are delivered a few simulated windows after the injected changes).
 DATA_DEADLINE = 100.0
