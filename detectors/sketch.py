@@ -112,24 +112,31 @@ class _Additive:
 
 @numba.njit(cache=True, nogil=True)
 def _bin_matrix(x, edges, n_edges, counts, missing):  # pragma: no cover - compiled
+    # Row-major over the (n, F) batch (its memory order). Few edges: a branch-free count of
+    # edges <= v, which the compiler vectorises (~10x a binary search at 10 bins); many
+    # edges: binary search. Both give searchsorted(edges, v, side="right").
     n, f = x.shape
-    for j in range(f):
-        m = n_edges[j]
-        for i in range(n):
+    for i in range(n):
+        for j in range(f):
             v = x[i, j]
             if v != v:
                 missing[j] += 1
                 continue
-            lo = 0
-            hi = m
-            # first edge strictly greater than v (searchsorted side="right")
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if edges[j, mid] <= v:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            counts[j, lo] += 1
+            m = n_edges[j]
+            if m <= 32:
+                c = 0
+                for k in range(m):
+                    c += edges[j, k] <= v
+            else:
+                c = 0
+                hi = m
+                while c < hi:
+                    mid = (c + hi) >> 1
+                    if edges[j, mid] <= v:
+                        c = mid + 1
+                    else:
+                        hi = mid
+            counts[j, c] += 1
 
 
 class Histogram(_Additive):

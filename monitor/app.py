@@ -29,7 +29,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from monitor.audit import AuditLog
-from monitor.decode import RecordDecoder
+from monitor.decode import FAILURE_CODES, RecordDecoder
 from monitor.errors import ConfigError, StateError
 from monitor.ingest import ingest
 from monitor.metrics import Metrics
@@ -121,6 +121,7 @@ class App:
                 self.audit.reference_version(name, f"v{prof.version}", config.model(name).reference,
                                              hashlib.sha256(raw).hexdigest())
         self.pipeline = Pipeline(config, self.profiles, self.metrics, reports=config.reports.enabled)
+        self._zero_series()
         self.reports = ReportWriter.from_config(config)
         # Evidently takes seconds per report: never on the poll loop
         self.report_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-report")
@@ -141,6 +142,27 @@ class App:
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.scheduler = BackgroundScheduler(daemon=True)
+
+    def _zero_series(self) -> None:
+        """Create every bounded label combination at 0, so a query for, say, dead letters or
+        failed deliveries has a series (and rate() works) before the first event happens."""
+        m, t = self.metrics, self.config.topics
+        for topic in [x for x in (t.predictions, t.labels) if x]:
+            m.records_consumed.labels(topic)
+            m.records_decoded.labels(topic)
+            for code in FAILURE_CODES:
+                m.dead_letters.labels(topic, code)
+        for sink in self.outbox.sinks:
+            for outcome in ("delivered", "retry", "failed", "gave_up"):
+                m.deliveries.labels(sink, outcome)
+            m.outbox_pending.labels(sink)
+            m.outbox_oldest_age.labels(sink)
+        for model in self.config.models:
+            m.late_events.labels(model.name)
+            m.panes_closed.labels(model.name)
+            m.joined.labels(model.name)
+            for state in ("firing",):
+                m.alerts.labels(model.name, state)
 
     # -- wiring ------------------------------------------------------------------------------
     def _client_common(self) -> dict[str, Any]:
@@ -297,7 +319,7 @@ class App:
             values = [r.value for r in recs]
             failures = ingest(self.pipeline, self.decoder, kind, tp.partition, values, self.metrics, tp.topic)
             for f in failures:
-                self._dead_letter(tp, recs[f.index], f.reason)
+                self._dead_letter(tp, recs[f.index], f.reason, f.code)
             self.positions[(tp.topic, tp.partition)] = recs[-1].offset + 1
         if records:
             self._emit(self.pipeline.advance())
@@ -307,16 +329,17 @@ class App:
         if self._checkpoint_due.is_set():
             self.checkpoint()
 
-    def _dead_letter(self, tp: TopicPartition, rec, reason: str) -> None:
+    def _dead_letter(self, tp: TopicPartition, rec, reason: str, code: str) -> None:
         headers = [
             ("driftline.source.topic", tp.topic.encode()),
             ("driftline.source.partition", str(tp.partition).encode()),
             ("driftline.source.offset", str(rec.offset).encode()),
             ("driftline.error", reason.encode()[:1000]),
+            ("driftline.error.code", code.encode()),
         ]
         value = rec.value if isinstance(rec.value, bytes) else (b"" if rec.value is None else bytes(rec.value))
         self.producer.send(self.config.topics.dead_letter, value=value, key=rec.key, headers=headers)
-        self.metrics.dead_letters.labels(tp.topic, reason.split(" ")[0][:40] if reason else "unknown").inc()
+        self.metrics.dead_letters.labels(tp.topic, code).inc()
         log.warning("dead-lettered %s[%d]@%d: %s", tp.topic, tp.partition, rec.offset, reason)
 
     def _emit(self, out: Output) -> None:
@@ -383,6 +406,7 @@ class App:
             log.exception("checkpoint refused")
             raise
         self.metrics.checkpoint_done(seconds)
+        self._lag()  # refresh driftline_consumer_lag_records
         self.oversight.flush_audit()
         if out.transitions:
             self.deliverer.wake()

@@ -20,6 +20,7 @@ __all__ = [
     "PredictionBatch",
     "LabelBatch",
     "Failure",
+    "FAILURE_CODES",
     "RecordDecoder",
     "hash_ids",
 ]
@@ -60,13 +61,18 @@ def hash_ids(ids: list[str]) -> np.ndarray:
     return h
 
 
+#: The bounded set of dead-letter reasons (a metric label); the message has the detail.
+FAILURE_CODES = ("invalid_json", "invalid_field", "unknown_model", "missing_field", "bad_timestamp", "unknown_class")
+
+
 @dataclass
 class Failure:
-    """A record that could not be decoded: its index in the batch and why."""
+    """A record that could not be decoded: its index in the batch, why, and a reason code."""
 
     index: int
     reason: str
     field: str = ""
+    code: str = "invalid_field"
 
 
 @dataclass
@@ -234,7 +240,7 @@ class RecordDecoder:
             try:
                 good.append((i, one.decode(v)))
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                failures.append(Failure(i, _reason(exc, v)))
+                failures.append(Failure(i, _reason(exc, v), code=_code(exc)))
         return good, failures
 
     def decode_predictions(self, values: list[bytes]) -> tuple[dict[str, PredictionBatch], list[Failure]]:
@@ -246,10 +252,10 @@ class RecordDecoder:
         for i, e in indexed:
             model = g["model"](e)
             if model not in self.models:
-                failures.append(Failure(i, f"unknown model {model!r} at `$.{self.fields.model}`", self.fields.model))
+                failures.append(Failure(i, f"unknown model {model!r} at `$.{self.fields.model}`", self.fields.model, "unknown_model"))
                 continue
             if g["prediction_id"](e) is None:
-                failures.append(Failure(i, f"missing prediction id at `$.{self.fields.prediction_id}`", self.fields.prediction_id))
+                failures.append(Failure(i, f"missing prediction id at `$.{self.fields.prediction_id}`", self.fields.prediction_id, "missing_field"))
                 continue
             by_model.setdefault(model, []).append((i, e))
         out: dict[str, PredictionBatch] = {}
@@ -270,7 +276,7 @@ class RecordDecoder:
             try:
                 ts_ok.append((i, e, self._seconds(g["timestamp"](e))))
             except (msgspec.ValidationError, ValueError, OSError, OverflowError) as exc:
-                failures.append(Failure(i, f"bad timestamp: {exc}", self.fields.timestamp))
+                failures.append(Failure(i, f"bad timestamp: {exc}", self.fields.timestamp, "bad_timestamp"))
         items = ts_ok
         feat_dec, num, cat = self._feature_dec[model]
         feats, bad = self._decode_parts(feat_dec, [g["features"](e) for _, e, _ in items], items, self.fields.features)
@@ -337,7 +343,7 @@ class RecordDecoder:
                 out.append(one.decode(b))
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 out.append(_BAD)
-                failures.append(Failure(i, _reason(exc, b, prefix=path), path))
+                failures.append(Failure(i, _reason(exc, b, prefix=path), path, _code(exc)))
         return out, failures
 
     def _classes_of(self, cfg, values: list[Any]) -> np.ndarray:
@@ -370,20 +376,20 @@ class RecordDecoder:
         for i, e in indexed:
             pid, raw = g["prediction_id"](e), g["label"](e)
             if pid is None:
-                failures.append(Failure(i, f"missing prediction id at `$.{self.fields.prediction_id}`", self.fields.prediction_id))
+                failures.append(Failure(i, f"missing prediction id at `$.{self.fields.prediction_id}`", self.fields.prediction_id, "missing_field"))
                 continue
             if raw is None:
-                failures.append(Failure(i, f"missing label at `$.{self.fields.label}`", self.fields.label))
+                failures.append(Failure(i, f"missing label at `$.{self.fields.label}`", self.fields.label, "missing_field"))
                 continue
             model = g["model"](e) if "model" in g else None
             try:
                 t = self._seconds(g["timestamp"](e))
             except (msgspec.ValidationError, ValueError, OSError, OverflowError) as exc:
-                failures.append(Failure(i, f"bad timestamp: {exc}", self.fields.label_timestamp))
+                failures.append(Failure(i, f"bad timestamp: {exc}", self.fields.label_timestamp, "bad_timestamp"))
                 continue
             value = self._label_value(model, raw)
             if value is None:
-                failures.append(Failure(i, f"label {raw!r} is not a class of model {model!r} at `$.{self.fields.label}`", self.fields.label))
+                failures.append(Failure(i, f"label {raw!r} is not a class of model {model!r} at `$.{self.fields.label}`", self.fields.label, "unknown_class"))
                 continue
             ids.append(str(pid))
             ts.append(t)
@@ -420,6 +426,10 @@ class RecordDecoder:
 
 
 _BAD = object()
+
+
+def _code(exc: Exception) -> str:
+    return "invalid_json" if isinstance(exc, msgspec.DecodeError) else "invalid_field"
 
 
 def _reason(exc: Exception, value: bytes, prefix: str = "") -> str:

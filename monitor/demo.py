@@ -11,6 +11,8 @@ Known changes (simulated minutes after the start):
   * credit-risk: covariate shift of num_03 by 0.8 sd at minute 20;
   * credit-risk: selection rate of sex=F drops (scores x0.4) at minute 40;
   * churn: accuracy drop (35% of labels flipped) at minute 30.
+About one prediction in 5,000 is malformed (invalid JSON or a wrong-typed feature) and goes
+to the dead-letter topic, so that path shows on /metrics too.
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ warn = 0.1
 alert = 0.25
 min_samples = 500
 for = 2
+severity = "warning"
+
+[[models.rules]]
+name = "category-drift"
+metric = "chi_square"
+scope = "feature"
+warn = 0.001
+alert = 0.0001
+min_samples = 500
+for = 3
+fdr = 0.05
 severity = "warning"
 
 [[models.rules]]
@@ -138,7 +151,7 @@ class Producer(threading.Thread):
 
         prod = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=50, batch_size=256 * 1024, acks=1)
         w0 = time.monotonic()
-        i = 0
+        i = n_pred = 0
         try:
             while i < len(self.records) and not self.stop_event.is_set():
                 horizon = self.start_ts + (time.monotonic() - w0) * self.speed
@@ -146,6 +159,13 @@ class Producer(threading.Thread):
                     _, kind, rec = self.records[i]
                     topic = self.topics.predictions if kind == 0 else self.topics.labels
                     prod.send(topic, value=orjson.dumps(rec), key=rec["prediction_id"].encode())
+                    n_pred += kind == 0
+                    if kind == 0 and n_pred % 5000 == 0:
+                        # a few broken producers: these go to the dead-letter topic
+                        bad = b"{not json" if n_pred % 10000 == 0 else orjson.dumps(
+                            {**rec, "prediction_id": rec["prediction_id"] + "-bad",
+                             "features": {**rec["features"], "num_00": "n/a"}})
+                        prod.send(topic, value=bad)
                     i += 1
                 self.sent = i
                 prod.flush()
