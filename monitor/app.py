@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from apscheduler.schedulers.background import BackgroundScheduler
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -31,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from monitor.audit import AuditLog
 from monitor.decode import FAILURE_CODES, RecordDecoder
 from monitor.errors import ConfigError, StateError
+from monitor.http import report_link
 from monitor.ingest import ingest
 from monitor.metrics import Metrics
 from monitor.outbox import Deliverer, Outbox
@@ -388,7 +390,7 @@ class App:
             )
             if out.transitions:
                 self.oversight.record_transitions(conn, out.transitions)
-                notify = [t for t in out.transitions if self.oversight.should_notify(t, now)]
+                notify = [self._linked(t, now) for t in out.transitions if self.oversight.should_notify(t, now)]
                 self.outbox.enqueue(conn, notify, now=now, transitions=out.transitions)
             for r in out.retrains:
                 t = r["alert"]
@@ -417,6 +419,20 @@ class App:
                 self.consumer.commit(to_commit)
             except Exception as exc:  # noqa: BLE001 - the state DB holds the truth; Kafka's is a hint
                 log.warning("offset commit to Kafka failed (state is safe in the checkpoint): %s", exc)
+
+    def _linked(self, t, now: float):
+        """The notification's report link: signed and expiring when http.external_url is set
+        (a browser cannot send the bearer token), else the API path."""
+        path = t.details.get("report")
+        if not path:
+            return t
+        h = self.config.http
+        if h.external_url and h.api_token:
+            expires = int(now + self.config.reports.retention_days * 86400)
+            url = report_link(h.external_url, f"{t.id}.html", h.api_token, expires)
+        else:
+            url = (h.external_url.rstrip("/") + path) if h.external_url else path
+        return msgspec.structs.replace(t, details={**t.details, "report_url": url})
 
     def close(self) -> None:
         self.report_pool.shutdown(wait=True, cancel_futures=False)

@@ -200,6 +200,7 @@ class HttpConfig(_Section):
     api_token: str = ""
     max_body_bytes: int = 65536
     rate_limit_per_minute: int = 120
+    external_url: str = ""
 
 
 class SchedulerConfig(_Section):
@@ -962,6 +963,9 @@ def _check_http(c: _Check) -> None:
     if port is not None and not 0 <= port <= 65535:
         c.error("port", f"must be between 0 and 65535, got {port}")
     c.positive("max_body_bytes", "rate_limit_per_minute")
+    url = c.kw.get("external_url")
+    if url and not url.startswith(("http://", "https://")):
+        c.error("external_url", f"must be an http(s) URL such as https://driftline.example, got {url!r}")
 
 
 def _check_scheduler(c: _Check) -> None:
