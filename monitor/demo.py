@@ -27,23 +27,21 @@ from pathlib import Path
 import orjson
 
 from detectors.reference import ReferenceProfile
-from monitor.synth import Change, ModelSpec, config_models_toml, generate, reference_frame
+from monitor.synth import (
+    Change,
+    ModelSpec,
+    config_models_toml,
+    default_rules,
+    generate,
+    reference_frame,
+)
 
 __all__ = ["main", "demo_specs", "demo_config_text", "Producer"]
 
 log = logging.getLogger("driftline.demo")
 
-RULES = """
-[[models.rules]]
-name = "feature-drift"
-metric = "psi"
-scope = "feature"
-warn = 0.1
-alert = 0.25
-min_samples = 500
-for = 2
-severity = "warning"
-
+# the example rules plus a chi-square test on the categorical features
+EXTRA_RULES = """
 [[models.rules]]
 name = "category-drift"
 metric = "chi_square"
@@ -54,27 +52,6 @@ min_samples = 500
 for = 3
 fdr = 0.05
 severity = "warning"
-
-[[models.rules]]
-name = "accuracy-drop"
-metric = "accuracy"
-direction = "below"
-warn = {acc_warn}
-alert = {acc_alert}
-min_samples = 300
-for = 2
-severity = "critical"
-actions = ["notify", "retrain"]
-
-[[models.rules]]
-name = "selection-rate-parity"
-metric = "demographic_parity_difference"
-scope = "group"
-warn = 0.1
-alert = 0.2
-min_samples = 500
-for = 2
-severity = "critical"
 """
 
 
@@ -111,7 +88,7 @@ def demo_config_text(ref_dir: Path, state_dir: Path, http_port: int, bootstrap: 
     text = "\n".join(parts) + "\n"
     for spec in demo_specs():
         text += config_models_toml(spec, reference=(ref_dir / f"{spec.name}.json").as_posix(),
-                                   rules=RULES.format(acc_warn=0.68, acc_alert=0.62),
+                                   rules=default_rules(acc_warn=0.68, acc_alert=0.62) + EXTRA_RULES,
                                    pane_seconds=60.0, window_panes=10, allowed_lateness_seconds=30.0,
                                    high_risk=spec.name == "credit-risk")
     return text

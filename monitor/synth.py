@@ -15,7 +15,46 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ModelSpec", "Change", "generate", "reference_frame", "config_models_toml"]
+__all__ = ["ModelSpec", "Change", "generate", "reference_frame", "config_models_toml", "default_rules"]
+
+# config.toml's example rules (drift, accuracy, selection-rate parity); the accuracy
+# levels depend on the synthetic model's reference accuracy, so they are parameters.
+_RULES = """
+[[models.rules]]
+name = "feature-drift"
+metric = "psi"
+scope = "feature"
+warn = 0.1
+alert = 0.25
+min_samples = 500
+for = 2
+
+[[models.rules]]
+name = "accuracy-drop"
+metric = "accuracy"
+direction = "below"
+warn = {acc_warn}
+alert = {acc_alert}
+min_samples = 300
+for = 2
+severity = "critical"
+actions = ["notify", "retrain"]
+
+[[models.rules]]
+name = "selection-rate-parity"
+metric = "demographic_parity_difference"
+scope = "group"
+warn = 0.1
+alert = 0.2
+min_samples = 500
+for = 2
+severity = "critical"
+"""
+
+
+def default_rules(acc_warn: float, acc_alert: float) -> str:
+    """The ``[[models.rules]]`` TOML of the example rules with the given accuracy levels."""
+    return _RULES.format(acc_warn=acc_warn, acc_alert=acc_alert)
 
 
 @dataclass

@@ -9,38 +9,7 @@ import pytest
 
 from detectors.reference import ReferenceProfile
 from monitor.config import load_config_text
-from monitor.synth import ModelSpec, config_models_toml, generate, reference_frame
-
-RULES = """
-[[models.rules]]
-name = "feature-drift"
-metric = "psi"
-scope = "feature"
-warn = 0.1
-alert = 0.25
-min_samples = 500
-for = 2
-
-[[models.rules]]
-name = "accuracy-drop"
-metric = "accuracy"
-direction = "below"
-warn = {acc_warn}
-alert = {acc_alert}
-min_samples = 300
-for = 2
-severity = "critical"
-actions = ["notify", "retrain"]
-
-[[models.rules]]
-name = "selection-rate-parity"
-metric = "demographic_parity_difference"
-scope = "group"
-warn = 0.1
-alert = 0.2
-min_samples = 500
-for = 2
-"""
+from monitor.synth import ModelSpec, config_models_toml, default_rules, generate, reference_frame
 
 
 def same_records(a: list[dict], b: list[dict], rel: float = 1e-9) -> None:
@@ -81,7 +50,7 @@ def build_case(tmp: Path, spec: ModelSpec, hours: float, seed: int = 0, acc_warn
     keys = {"pane_seconds": 60.0, "window_panes": 15, "allowed_lateness_seconds": 30.0}
     keys.update(model_keys)
     text = extra_toml + config_models_toml(spec, reference=ref.as_posix(),
-                                           rules=RULES.format(acc_warn=acc_warn, acc_alert=acc_alert), **keys)
+                                           rules=default_rules(acc_warn, acc_alert), **keys)
     config = load_config_text(text)
     start = 1_700_000_000.0
     preds, labels = generate(spec, start, hours * 3600.0, seed=seed)
