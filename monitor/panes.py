@@ -254,9 +254,11 @@ class Pane:
     def _pending_errors(self) -> dict[str, list]:
         """Joined outcomes not yet sealed, kept unsorted: the seal sorts them all together,
         so a checkpoint between two outcomes of one pane cannot change their final order."""
-        cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dtype=dt))
-        return {"ts": cat(self._err_ts, np.float64).tolist(), "key": cat(self._err_key, np.uint64).tolist(),
-                "val": cat(self._err_val, np.float64).tolist()}
+        def cat(xs: list[np.ndarray], dt) -> list:
+            return (np.concatenate(xs).astype(dt) if xs else np.zeros(0, dtype=dt)).tolist()
+
+        return {"ts": cat(self._err_ts, np.float64), "key": cat(self._err_key, np.uint64),
+                "val": cat(self._err_val, np.float64)}
 
     def to_dict(self) -> dict[str, Any]:
         return {
