@@ -8,6 +8,7 @@ sleep, so the tests hold on a loaded two-core machine.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -365,3 +366,29 @@ def caught_up(state_dir: Path, ends: dict[tuple[str, int], int]) -> bool:
     those records produced are in the same checkpoint)."""
     got = stored_offsets(state_dir)
     return all(got.get(k, 0) >= v for k, v in ends.items() if v > 0)
+
+
+def evaluation_differences(expected: dict[tuple, dict], got: dict[tuple, dict], keys=None,
+                           rel: float = 1e-9) -> list[tuple]:
+    """Where two evaluation tables disagree, on ``keys`` (default: all of either).
+
+    Counts (``n``), statuses, thresholds and windows must be identical. Float statistics
+    must agree to ``rel``: a pane's float sums (log loss, Brier, score sums) are added per
+    micro-batch, and batch boundaries differ between runs, so the last bits may differ;
+    a lost or doubled event changes ``n`` and moves a value far more than that.
+    """
+    keys = sorted(expected.keys() | got.keys()) if keys is None else sorted(keys)
+    out = []
+    for k in keys:
+        a, b = expected.get(k), got.get(k)
+        if a is None or b is None:
+            out.append((k, a, b))
+            continue
+        for f in a.keys() | b.keys():
+            x, y = a.get(f), b.get(f)
+            if isinstance(x, float) and isinstance(y, float) and f not in ("window_start", "window_end", "threshold"):
+                if not math.isclose(x, y, rel_tol=rel, abs_tol=1e-12):
+                    out.append((k, f, x, y))
+            elif x != y:
+                out.append((k, f, x, y))
+    return out
