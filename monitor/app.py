@@ -176,7 +176,7 @@ class App:
         settings = dict(
             group_id=k.group_id, enable_auto_commit=False, auto_offset_reset=k.auto_offset_reset,
             session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
-            max_poll_records=k.max_poll_records, **self._client_common(),
+            max_poll_records=k.max_poll_records, fetch_max_wait_ms=k.fetch_max_wait_ms, **self._client_common(),
         )
         settings.update(self.consumer_overrides)
         c = KafkaConsumer(**settings)

@@ -159,6 +159,7 @@ class KafkaConfig(_Section):
     session_timeout_ms: int = 45000
     heartbeat_interval_ms: int = 3000
     max_poll_records: int = 1000
+    fetch_max_wait_ms: int = 500
     poll_timeout_ms: int = 500
     max_lag_ready: int = 100000
 
@@ -933,7 +934,7 @@ def _check_kafka(c: _Check) -> None:
                 c.required_when("sasl_plain_username", f'sasl_mechanism = "{mech}"')
                 c.required_when("sasl_plain_password", f'sasl_mechanism = "{mech}"')
     c.positive("session_timeout_ms", "heartbeat_interval_ms", "max_poll_records")
-    c.positive("poll_timeout_ms", "max_lag_ready")
+    c.positive("poll_timeout_ms", "max_lag_ready", "fetch_max_wait_ms")
     c.non_empty("group_id", "client_id")
     hb, st = kw.get("heartbeat_interval_ms"), kw.get("session_timeout_ms")
     if hb is not None and st is not None and hb > 0 and st > 0 and hb >= st:
