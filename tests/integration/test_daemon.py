@@ -204,7 +204,10 @@ def test_rebalance_between_two_processes_hands_partition_state_over(broker, tmp_
     So: while both run, each window row counts one partition's events; after the
     survivor took over, every window counts both partitions' events exactly, including
     the pane that was open at the hand-over and the labels joined to predictions the
-    stopped process had read.
+    stopped process had read. The first half ends at the same event time on both
+    partitions, so their watermarks stand at the same pane when A stops; were the moved
+    partition's behind, the survivor's stage 2 would strand its panes
+    (tests/monitor/test_stage2_handover.py).
     """
     case = make_case(tmp_path, minutes=20, rate=3.0, seed=7)
     bootstrap, topics, state_dir, cfg = _setup(broker, tmp_path, case, "rebalance", partitions=2, window_panes=1)
