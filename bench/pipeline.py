@@ -66,7 +66,7 @@ from monitor.decode import RecordDecoder  # noqa: E402
 from monitor.ingest import ingest  # noqa: E402
 from monitor.metrics import Metrics  # noqa: E402
 from monitor.pipeline import Pipeline  # noqa: E402
-from monitor.synth import ModelSpec, config_models_toml, generate, reference_frame  # noqa: E402
+from monitor.synth import ModelSpec, config_models_toml, default_rules, generate, reference_frame  # noqa: E402
 
 MICRO_BATCH = 1000
 PANE_SECONDS = 60.0
@@ -77,36 +77,7 @@ LABEL_DELAY = 120.0
 
 # The rules of config.toml's example model plus a drift detector on the error stream:
 # every kind of evaluation (drift test per feature, performance, fairness, detector) runs.
-RULES = """
-[[models.rules]]
-name = "feature-drift"
-metric = "psi"
-scope = "feature"
-warn = 0.1
-alert = 0.25
-min_samples = 500
-for = 2
-
-[[models.rules]]
-name = "accuracy-drop"
-metric = "accuracy"
-direction = "below"
-warn = 0.6
-alert = 0.55
-min_samples = 300
-for = 2
-severity = "critical"
-actions = ["notify", "retrain"]
-
-[[models.rules]]
-name = "selection-rate-parity"
-metric = "demographic_parity_difference"
-scope = "group"
-warn = 0.1
-alert = 0.2
-min_samples = 500
-for = 2
-
+RULES = default_rules(acc_warn=0.6, acc_alert=0.55) + """
 [[models.rules]]
 name = "error-drift"
 metric = "adwin"
