@@ -112,7 +112,8 @@ class App:
         self.deliverer = Deliverer(self.outbox, metrics=self.metrics, max_attempts=d.max_attempts,
                                    backoff_initial_seconds=d.backoff_initial_seconds,
                                    backoff_max_seconds=d.backoff_max_seconds,
-                                   poll_interval_seconds=d.poll_interval_seconds)
+                                   poll_interval_seconds=d.poll_interval_seconds,
+                                   on_outcome=self._audit_delivery)
         self.retrain_sender = RetrainSender.from_config(config, self.oversight)
         self.profiles = load_profiles(config, profile_base)
         for name, prof in self.profiles.items():
@@ -419,6 +420,13 @@ class App:
                 self.consumer.commit(to_commit)
             except Exception as exc:  # noqa: BLE001 - the state DB holds the truth; Kafka's is a hint
                 log.warning("offset commit to Kafka failed (state is safe in the checkpoint): %s", exc)
+
+    def _audit_delivery(self, sink: str, n, outcome: str, error: str | None) -> None:
+        """Deliveries are evidence: each final outcome goes to the audit log."""
+        kind = "notification.delivered" if outcome == "delivered" else "notification.failed"
+        self.audit.append(kind, {"sink": sink, "key": n.key, "kind": n.kind, "outcome": outcome,
+                                 "error": error, "attempts": n.attempts + 1,
+                                 "alerts": [e.key for e in n.events]}, model=n.model)
 
     def _linked(self, t, now: float):
         """The notification's report link: signed and expiring when http.external_url is set

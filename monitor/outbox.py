@@ -678,6 +678,7 @@ class Deliverer:
         retention_seconds: float = 7 * 86400.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
+        on_outcome: Callable[[str, Notification, str, str | None], None] | None = None,
     ):
         if max_attempts < 0:
             raise ValueError(
@@ -706,6 +707,8 @@ class Deliverer:
         self.retention_seconds = retention_seconds
         self.rng = rng if rng is not None else random.Random()
         self.clock = clock if clock is not None else outbox.clock
+        # final outcomes (delivered, failed, gave_up) are reported here, e.g. to the audit log
+        self.on_outcome = on_outcome
         self._stop = threading.Event()
         self._wake: dict[str, threading.Event] = {name: threading.Event() for name in outbox.sinks}
         self._threads: list[threading.Thread] = []
@@ -759,6 +762,7 @@ class Deliverer:
             if outcome.ok:
                 self.outbox.mark_delivered(row_id, t)
                 self._count(name, "delivered")
+                self._report(name, notification, "delivered", None)
                 delivered += 1
                 next_due = t
                 continue
@@ -770,6 +774,7 @@ class Deliverer:
                 )
                 self.outbox.mark_failed(row_id, error)
                 self._count(name, "failed")
+                self._report(name, notification, "failed", error)
                 next_due = t
                 continue
             if self.max_attempts and attempts >= self.max_attempts:
@@ -782,6 +787,7 @@ class Deliverer:
                 )
                 self.outbox.mark_failed(row_id, f"gave up after {attempts} attempts: {error}")
                 self._count(name, "gave_up")
+                self._report(name, notification, "gave_up", error)
                 next_due = t
                 continue
             if outcome.retry_after is not None:
@@ -805,6 +811,14 @@ class Deliverer:
         if self.metrics is not None:
             self.outbox.update_metrics(self.metrics, now_())
         return delivered, next_due
+
+    def _report(self, sink: str, notification: Notification, outcome: str, error: str | None) -> None:
+        if self.on_outcome is None:
+            return
+        try:
+            self.on_outcome(sink, notification, outcome, error)
+        except Exception:  # an audit hiccup must not stop delivery; the outbox row is the record
+            log.exception("on_outcome hook failed for %s on sink %s", notification.key, sink)
 
     def _count(self, sink: str, outcome: str) -> None:
         if self.metrics is not None:

@@ -493,3 +493,16 @@ def test_reminder_filter_defers_reminders_and_tracks_unnotified_firing(store):
     assert [(n.state, n.repeat, n.key) for n in sink.delivered] == [
         ("firing", 1, f"{event().key}:repeat:1")
     ]
+
+
+def test_final_outcomes_are_reported_for_the_audit_log(store):
+    ok = FakeSink("ok")
+    bad = FakeSink("bad", script=[DeliveryOutcome.permanent("HTTP 400", status_code=400)])
+    outbox = make(store, ok, bad)
+    enqueue(store, outbox, [event()])
+    seen = []
+    d = Deliverer(outbox, clock=lambda: T0, on_outcome=lambda sink, n, outcome, err: seen.append((sink, n.key, outcome, err)))
+    d.run_once(T0)
+    assert sorted(s[0] for s in seen) == ["bad", "ok"]
+    assert ("ok", event().key, "delivered", None) in seen
+    assert any(s[0] == "bad" and s[2] == "failed" and "400" in s[3] for s in seen)
