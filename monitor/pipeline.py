@@ -66,6 +66,7 @@ class ModelRuntime:
         self.cfg = cfg
         # rows sampled per window for evidence reports (reports.sample_size; 0: none)
         self.report_size = report_size
+        self.metrics: Metrics | None = None  # set by the Pipeline
         self.index = index
         self.pane = float(cfg.pane_seconds)
         self.profile: ReferenceProfile | None = None
@@ -146,6 +147,12 @@ class ModelRuntime:
 
     # -- stage 2 ----------------------------------------------------------------------------
     def accept_sealed(self, pane: Pane) -> None:
+        if self.next_start is not None and pane.start < self.next_start:
+            # a partition that joined late (rebalance, back from idle) sealed a pane stage 2
+            # has already evaluated: its events are late for every window; count, not keep
+            if self.metrics is not None:
+                self.metrics.late_events.labels(self.cfg.name).inc(pane.n_predictions + pane.n_joined)
+            return
         have = self.pending.get(pane.start)
         if have is None:
             self.pending[pane.start] = pane
@@ -373,6 +380,8 @@ class Pipeline:
         r = config.reports
         size = r.sample_size if (r.enabled and reports) else 0
         self.models = [ModelRuntime(m, i, profiles.get(m.name), size) for i, m in enumerate(config.models)]
+        for m in self.models:
+            m.metrics = metrics
         self.by_name = {m.cfg.name: m for m in self.models}
         self.n_scopes = max([len(m.sensitive) + len(m.intersections) for m in config.models] + [0])
         self.partitions: dict[int, PartitionState] = {}
