@@ -112,11 +112,15 @@ def report_link(base_url: str, name: str, api_token: str, expires: int) -> str:
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    """``close``: the request's body was left unread, so the connection cannot carry
+    another request (its bytes would be parsed as one)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, close: bool = False):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.close = close
 
 
 def _time_arg(body: dict, now: float) -> float:
@@ -390,17 +394,21 @@ def _make_handler(app: HttpServer) -> type[BaseHTTPRequestHandler]:
                     self._api(method, path, parse_qs(split.query))
                 else:
                     self._drain()
-                    self._error(404, f"no such path: {path}")
+                    self._error(404, f"no such path: {path}", close=self.close_connection)
             except _HttpError as exc:
-                self._error(exc.status, exc.message, exc.headers, close=exc.status == 413)
+                close = exc.close or exc.status == 413 or self.close_connection
+                self._error(exc.status, exc.message, exc.headers, close=close)
             except Exception:
                 log.exception("HTTP handler failed for %s %s", method, path)
                 self._error(500, "internal error (see the daemon's log)", close=True)
 
         def _drain(self) -> None:
-            """Read a small body we do not use, so the connection stays in sync."""
+            """Read a small body we do not use, so the connection stays in sync; any other
+            body (chunked, oversized, malformed length) ends the connection after the reply."""
             length = self.headers.get("Content-Length")
-            if length and length.isdigit() and 0 < int(length) <= app.max_body_bytes:
+            if self.headers.get("Transfer-Encoding"):
+                self.close_connection = True
+            elif length and length.isdigit() and 0 < int(length) <= app.max_body_bytes:
                 self.rfile.read(int(length))
             elif length and length != "0":
                 self.close_connection = True
@@ -421,10 +429,10 @@ def _make_handler(app: HttpServer) -> type[BaseHTTPRequestHandler]:
                 self._drain()
                 raise
             if self.headers.get("Transfer-Encoding"):
-                raise _HttpError(411, "chunked bodies are not accepted; send Content-Length")
+                raise _HttpError(411, "chunked bodies are not accepted; send Content-Length", close=True)
             length_text = self.headers.get("Content-Length") or "0"
             if not length_text.isdigit():
-                raise _HttpError(400, f"bad Content-Length {length_text!r}")
+                raise _HttpError(400, f"bad Content-Length {length_text!r}", close=True)
             length = int(length_text)
             if length > app.max_body_bytes:
                 raise _HttpError(413, f"request body of {length} bytes exceeds the limit of {app.max_body_bytes}")
