@@ -34,6 +34,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -127,6 +128,8 @@ def _time_arg(body: dict, now: float) -> float:
     if "until" in body and body["until"] is not None:
         v = body["until"]
         if isinstance(v, int | float) and not isinstance(v, bool):
+            if not math.isfinite(v):  # json.loads accepts NaN/Infinity; SQLite stores NaN as NULL
+                raise _HttpError(400, f"until must be a finite Unix time, got {v!r}")
             return float(v)
         if isinstance(v, str):
             try:
@@ -135,7 +138,7 @@ def _time_arg(body: dict, now: float) -> float:
                 raise _HttpError(400, f"until: {exc}") from None
         raise _HttpError(400, f"until must be Unix seconds or an ISO 8601 time, got {v!r}")
     d = body.get("duration_seconds")
-    if isinstance(d, int | float) and not isinstance(d, bool) and d > 0:
+    if isinstance(d, int | float) and not isinstance(d, bool) and d > 0 and math.isfinite(d):
         return now + float(d)
     raise _HttpError(400, "give until (Unix seconds or ISO 8601) or duration_seconds (> 0)")
 

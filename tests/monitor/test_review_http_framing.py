@@ -71,3 +71,13 @@ def test_a_malformed_content_length_closes_the_connection(server):
            f"Content-Length: 1e3\r\n\r\n").encode() + SMUGGLED
     data = _exchange(server.port, req)
     assert data.startswith(b"HTTP/1.1 400") and data.count(b"HTTP/1.1 ") == 1, data.decode(errors="replace")
+
+
+@pytest.mark.parametrize("body", [b'{"who": "a", "reason": "r", "until": NaN}',
+                                  b'{"who": "a", "reason": "r", "duration_seconds": Infinity}'])
+def test_a_non_finite_silence_time_is_a_400_not_a_500(server, body):
+    # json.loads accepts NaN/Infinity; NaN reached SQLite's NOT NULL column (IntegrityError, 500)
+    req = (f"POST /api/silences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+           f"Content-Type: application/json\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    data = _exchange(server.port, req + body.replace(b'"who"', b'"model": "m", "who"'))
+    assert data.startswith(b"HTTP/1.1 400"), data.decode(errors="replace")
