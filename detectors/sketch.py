@@ -322,17 +322,25 @@ class CategoryCounts(_Additive):
         return c
 
 
+SCORE_QUANTUM = 2.0**-32  # fixed-point unit of ScoreHistogram's score sums
+
+
 class ScoreHistogram(_Additive):
     """Histogram of a score in ``[0, 1]`` per true class, with per-bin score sums.
 
     For binary models the score is P(class 1). Counts are ``(n_classes, n_bins)``;
     ``score_sums`` holds the sum of scores in each cell, which makes calibration error
     exact within a bin. Scores outside [0, 1] or NaN count as ``invalid``.
+
+    The sums are kept in fixed point (integer multiples of 2**-32, exact up to 2**31
+    events per cell), so adding them is associative: a window's sums do not depend on
+    how its events were split into micro-batches, and a restarted run reproduces an
+    uninterrupted one bit for bit. ``score_sums`` reads them as floats.
     """
 
     kind = "score_histogram"
-    version = 1
-    _fields = ("counts", "score_sums", "invalid")
+    version = 2
+    _fields = ("counts", "score_fx", "invalid")
     _layout = ("n_classes", "n_bins")
 
     def __init__(self, n_classes: int = 2, n_bins: int = 100):
@@ -343,8 +351,12 @@ class ScoreHistogram(_Additive):
         self.n_classes = int(n_classes)
         self.n_bins = int(n_bins)
         self.counts = np.zeros((self.n_classes, self.n_bins), dtype=np.int64)
-        self.score_sums = np.zeros((self.n_classes, self.n_bins), dtype=np.float64)
+        self.score_fx = np.zeros((self.n_classes, self.n_bins), dtype=np.int64)
         self.invalid = 0
+
+    @property
+    def score_sums(self) -> np.ndarray:
+        return self.score_fx * SCORE_QUANTUM
 
     @property
     def edges(self) -> np.ndarray:
@@ -365,7 +377,10 @@ class ScoreHistogram(_Additive):
         cell = y * self.n_bins + self.bin_of(s)
         size = self.n_classes * self.n_bins
         self.counts += np.bincount(cell, minlength=size).reshape(self.counts.shape)
-        self.score_sums += np.bincount(cell, weights=s, minlength=size).reshape(self.counts.shape)
+        fx = np.rint(s / SCORE_QUANTUM).astype(np.int64)
+        sums = np.zeros(size, dtype=np.int64)
+        np.add.at(sums, cell, fx)
+        self.score_fx += sums.reshape(self.counts.shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -374,16 +389,19 @@ class ScoreHistogram(_Additive):
             "n_classes": self.n_classes,
             "n_bins": self.n_bins,
             "counts": self.counts.tolist(),
-            "score_sums": self.score_sums.tolist(),
+            "score_fx": self.score_fx.tolist(),
             "invalid": int(self.invalid),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScoreHistogram:
-        check_state(d, cls.kind)
+        check_state(d, cls.kind, versions=(1, 2))
         h = cls(d["n_classes"], d["n_bins"])
         h.counts = np.asarray(d["counts"], dtype=np.int64)
-        h.score_sums = np.asarray(d["score_sums"], dtype=np.float64)
+        if d["version"] == 1:  # float sums: convert (exact to the quantum)
+            h.score_fx = np.rint(np.asarray(d["score_sums"], dtype=np.float64) / SCORE_QUANTUM).astype(np.int64)
+        else:
+            h.score_fx = np.asarray(d["score_fx"], dtype=np.int64).reshape(h.counts.shape)
         h.invalid = int(d["invalid"])
         return h
 
@@ -452,20 +470,31 @@ class Moments(_Additive):
 
     Sums are taken of ``x - shift`` (use a reference mean as ``shift``), which keeps the
     variance accurate when the mean is large. NaN values are skipped per column.
+
+    With ``quantum`` (for bounded columns such as log loss and Brier score) each value and
+    each square is rounded to an integer multiple of it and summed as integers, so merge
+    and subtract are exact and associative and a window does not depend on micro-batch
+    boundaries; keep ``|x - shift| / quantum`` and ``(x - shift)**2 / quantum`` well below
+    2**62 / events. Without it the sums are floats (unbounded columns: regression errors).
     """
 
     kind = "moments"
-    version = 1
+    version = 2
     _fields = ("count", "sum", "sumsq")
-    _layout = ("shift",)
+    _layout = ("shift", "quantum")
 
-    def __init__(self, n_columns: int = 1, shift: Sequence[float] | float | None = None):
+    def __init__(self, n_columns: int = 1, shift: Sequence[float] | float | None = None,
+                 quantum: float | None = None):
         if n_columns < 1:
             raise ValueError(f"n_columns must be >= 1, got {n_columns}")
+        if quantum is not None and not (quantum > 0 and np.isfinite(quantum)):
+            raise ValueError(f"quantum must be a positive finite number or None, got {quantum!r}")
         self.shift = np.zeros(n_columns) if shift is None else np.broadcast_to(_as_float(shift), (n_columns,)).copy()
+        self.quantum = None if quantum is None else float(quantum)
+        dtype = np.float64 if quantum is None else np.int64
         self.count = np.zeros(n_columns, dtype=np.int64)
-        self.sum = np.zeros(n_columns)
-        self.sumsq = np.zeros(n_columns)
+        self.sum = np.zeros(n_columns, dtype=dtype)
+        self.sumsq = np.zeros(n_columns, dtype=dtype)
 
     def update(self, values: np.ndarray) -> None:
         x = _as_float(values)
@@ -475,38 +504,57 @@ class Moments(_Additive):
         ok = ~np.isnan(d)
         d = np.where(ok, d, 0.0)
         self.count += ok.sum(axis=0)
-        self.sum += d.sum(axis=0)
-        self.sumsq += (d * d).sum(axis=0)
+        if self.quantum is None:
+            self.sum += d.sum(axis=0)
+            self.sumsq += (d * d).sum(axis=0)
+        else:
+            q = self.quantum
+            self.sum += np.rint(d / q).astype(np.int64).sum(axis=0)
+            self.sumsq += np.rint(d * d / q).astype(np.int64).sum(axis=0)
+
+    def _sums(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.quantum is None:
+            return self.sum, self.sumsq
+        return self.sum * self.quantum, self.sumsq * self.quantum
 
     @property
     def mean(self) -> np.ndarray:
+        total, _ = self._sums()
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.shift + self.sum / self.count
+            return self.shift + total / self.count
 
     @property
     def variance(self) -> np.ndarray:
         """Sample variance (ddof=1)."""
+        total, squares = self._sums()
         with np.errstate(invalid="ignore", divide="ignore"):
-            m = self.sum / self.count
-            return np.maximum(self.sumsq - self.count * m * m, 0.0) / (self.count - 1)
+            m = total / self.count
+            return np.maximum(squares - self.count * m * m, 0.0) / (self.count - 1)
 
     def to_dict(self) -> dict[str, Any]:
+        exact = self.quantum is not None
         return {
             "kind": self.kind,
             "version": self.version,
             "shift": floats(self.shift),
+            "quantum": self.quantum,
             "count": self.count.tolist(),
-            "sum": floats(self.sum),
-            "sumsq": floats(self.sumsq),
+            "sum": self.sum.tolist() if exact else floats(self.sum),
+            "sumsq": self.sumsq.tolist() if exact else floats(self.sumsq),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Moments:
-        check_state(d, cls.kind)
-        m = cls(len(d["count"]), unfloats(d["shift"]))
+        check_state(d, cls.kind, versions=(1, 2))
+        quantum = d.get("quantum") if d["version"] == 2 else None
+        m = cls(len(d["count"]), unfloats(d["shift"]), quantum)
         m.count = np.asarray(d["count"], dtype=np.int64)
-        m.sum = unfloats(d["sum"])
-        m.sumsq = unfloats(d["sumsq"])
+        if quantum is None:
+            m.sum = unfloats(d["sum"])
+            m.sumsq = unfloats(d["sumsq"])
+        else:
+            m.sum = np.asarray(d["sum"], dtype=np.int64)
+            m.sumsq = np.asarray(d["sumsq"], dtype=np.int64)
         return m
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import operator
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 _SCALAR = int | float | str | bool | None
+#: event times beyond now + this are refused (dead-lettered as bad_timestamp)
+MAX_FUTURE_SECONDS = 366 * 86400.0
 
 
 def hash_ids(ids: list[str]) -> np.ndarray:
@@ -230,8 +233,15 @@ class RecordDecoder:
         if self._unit == "iso":
             if v.tzinfo is None:
                 v = v.replace(tzinfo=dt.UTC)
-            return v.timestamp()
-        return float(v) / 1000.0 if self._unit == "ms" else float(v)
+            t = v.timestamp()
+        else:
+            t = float(v) / 1000.0 if self._unit == "ms" else float(v)
+        if not (0.0 <= t <= time.time() + MAX_FUTURE_SECONDS):
+            # one such record would move its partition's watermark years ahead (every later
+            # record "late"); it is most often milliseconds read as seconds
+            raise ValueError(f"{v!r} is not a Unix time in seconds from 1970 to a year from now "
+                             f"(fields.timestamp_unit = {self._unit!r})")
+        return t
 
     # -- predictions ------------------------------------------------------------------
     def _envelopes(self, values: list[bytes], one, many) -> tuple[list[Any], list[Failure]]:
@@ -427,11 +437,15 @@ class RecordDecoder:
         times = list(map(g["timestamp"], envs))
         if None in pids or None in times or not all(type(r) is int or type(r) is float for r in raws):
             return None
+        if not all(type(t) is int or type(t) is float for t in times):
+            return None
         models = list(map(g["model"], envs)) if "model" in g else [None] * len(envs)
         ids = [str(p) for p in pids]
         ts = np.array(times, dtype=np.float64)
         if self._unit == "ms":
             ts /= 1000.0
+        if ts.min() < 0.0 or ts.max() > time.time() + MAX_FUTURE_SECONDS:
+            return None  # the checking loop names the bad timestamps
         batch = LabelBatch(ids=ids, keys=hash_ids(ids), ts=ts, label=np.array(raws, dtype=np.float64), model=models)
         batch.source_index = [i for i, _ in indexed]  # type: ignore[attr-defined]
         return batch, []
@@ -457,14 +471,19 @@ class RecordDecoder:
 _BAD = object()
 
 
+def _syntax(exc: Exception) -> bool:
+    # msgspec's ValidationError subclasses DecodeError: only a bare DecodeError is bad JSON
+    return isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError)
+
+
 def _code(exc: Exception) -> str:
-    return "invalid_json" if isinstance(exc, msgspec.DecodeError) else "invalid_field"
+    return "invalid_json" if _syntax(exc) else "invalid_field"
 
 
 def _reason(exc: Exception, value: bytes, prefix: str = "") -> str:
     msg = str(exc)
     if prefix and "`$" in msg:
         msg = msg.replace("`$", f"`$.{prefix}", 1)
-    if isinstance(exc, msgspec.DecodeError):
+    if _syntax(exc):
         msg = f"invalid JSON: {msg}"
     return msg[:500]

@@ -18,7 +18,9 @@ import numpy as np
 from detectors.performance import LOSS_COLUMNS, REGRESSION_COLUMNS, loss_columns, regression_columns
 from detectors.sketch import CategoryCounts, ConfusionCounts, HistogramBank, Moments, ScoreHistogram
 
-__all__ = ["Layout", "Pane", "RowSample", "window_sample"]
+__all__ = ["Layout", "Pane", "RowSample", "window_sample", "LOSS_QUANTUM"]
+
+LOSS_QUANTUM = 2.0**-24
 
 
 @dataclass
@@ -141,7 +143,9 @@ class Pane:
             self.confusion = ConfusionCounts(("all",), k)
             self.group_confusion = [ConfusionCounts(names, 2) for _, names, _ in L.scopes] if L.task == "binary" else []
             self.scores = ScoreHistogram(2, L.score_bins) if L.has_score else None
-            self.loss = Moments(len(LOSS_COLUMNS))
+            # fixed point: log loss <= 36.04 (clipped) and Brier <= 2 are bounded, so the
+            # sums add exactly and a window does not depend on micro-batch boundaries
+            self.loss = Moments(len(LOSS_COLUMNS), quantum=LOSS_QUANTUM)
         feats = L.numeric + L.categorical
         self.psample = RowSample(L.sample_per_pane, feats + ["__score", "__prediction"])
         self.osample = RowSample(L.sample_per_pane, ["__label"])

@@ -78,6 +78,7 @@ class ModelRuntime:
         self.panes: deque[Pane] = deque()
         self.pending: dict[float, Pane] = {}
         self.next_start: float | None = None
+        self.empty_run = 0  # consecutive evaluated panes without data (the window drains)
         self.policy = RulePolicy(cfg.name, cfg.rules)
         reg = detector_registry()
         self.detectors = {r.name: reg[r.metric]() for r in cfg.rules if r.metric in reg}
@@ -167,22 +168,26 @@ class ModelRuntime:
             if not self.pending:
                 return
             self.next_start = min(self.pending)
-        window_len = self.pane * self.cfg.window_panes
         while self.next_start + self.pane <= sealed_through:
             start = self.next_start
             pane = self.pending.pop(start, None)
             if pane is None:
-                if self.pending and min(self.pending) - start >= window_len:
-                    # a gap longer than the window: nothing left in it; jump ahead
-                    self._clear_window()
-                    self.next_start = min(self.pending)
+                if self.empty_run >= self.cfg.window_panes:
+                    # the window has drained: no more windows to evaluate until data comes;
+                    # jump (to the next pane with data, or to the end of the sealed time).
+                    # Which windows are evaluated depends only on where data is, never on
+                    # how far the watermark moved per call.
+                    self.next_start = min(self.pending) if self.pending else sealed_through
                     continue
                 pane = Pane(self.layout, start)
+                self.empty_run += 1
+            else:
+                self.empty_run = 0
             pane.seal()
             self._add_pane(pane, metrics, out)
+            if self.empty_run >= self.cfg.window_panes:
+                self._clear_window()  # drop float residue of the subtractions
             self.next_start = start + self.pane
-            if not self.pending and self.next_start + self.pane > sealed_through:
-                break
 
     def _clear_window(self) -> None:
         self.panes.clear()
@@ -267,6 +272,7 @@ class ModelRuntime:
             "window": None if self.window is None else self.window.to_dict(),
             "pending": [p.to_dict() for p in self.pending.values()],
             "next_start": self.next_start,
+            "empty_run": self.empty_run,
             "policy": self.policy.to_dict(),
             "detectors": {k: d.to_dict() for k, d in self.detectors.items()},
             "labels_since_retrain": self.labels_since_retrain,
@@ -286,6 +292,7 @@ class ModelRuntime:
             self.window = Pane.from_dict(self.layout, s["window"]) if s.get("window") else Pane(self.layout, 0.0)
             self.pending = {p.start: p for p in (Pane.from_dict(self.layout, d) for d in s["pending"])}
         self.next_start = s["next_start"]
+        self.empty_run = s.get("empty_run", 0)
         self.policy.load(s["policy"])
         for k, d in s["detectors"].items():
             if k in self.detectors:

@@ -369,13 +369,13 @@ def caught_up(state_dir: Path, ends: dict[tuple[str, int], int]) -> bool:
 
 
 def evaluation_differences(expected: dict[tuple, dict], got: dict[tuple, dict], keys=None,
-                           rel: float = 1e-9) -> list[tuple]:
+                           rel: float = 0.0) -> list[tuple]:
     """Where two evaluation tables disagree, on ``keys`` (default: all of either).
 
-    Counts (``n``), statuses, thresholds and windows must be identical. Float statistics
-    must agree to ``rel``: a pane's float sums (log loss, Brier, score sums) are added per
-    micro-batch, and batch boundaries differ between runs, so the last bits may differ;
-    a lost or doubled event changes ``n`` and moves a value far more than that.
+    Counts (``n``), statuses, thresholds and windows must be identical, and by default every
+    float too: a classification pane's sums (score sums, log loss, Brier) are fixed point,
+    so they do not depend on where micro-batches split. ``rel`` > 0 allows float slack for
+    regression models, whose error sums are floats added per micro-batch.
     """
     keys = sorted(expected.keys() | got.keys()) if keys is None else sorted(keys)
     out = []
@@ -387,7 +387,7 @@ def evaluation_differences(expected: dict[tuple, dict], got: dict[tuple, dict], 
         for f in a.keys() | b.keys():
             x, y = a.get(f), b.get(f)
             if isinstance(x, float) and isinstance(y, float) and f not in ("window_start", "window_end", "threshold"):
-                if not math.isclose(x, y, rel_tol=rel, abs_tol=1e-12):
+                if not math.isclose(x, y, rel_tol=rel, abs_tol=1e-12 if rel else 0.0):
                     out.append((k, f, x, y))
             elif x != y:
                 out.append((k, f, x, y))

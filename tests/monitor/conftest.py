@@ -15,9 +15,9 @@ from monitor.synth import ModelSpec, config_models_toml, default_rules, generate
 def same_records(a: list[dict], b: list[dict], rel: float = 1e-9) -> None:
     """Evaluation/alert lines equal: counts, windows, statuses and ids exactly; floats to ``rel``.
 
-    Float sums (score sums, loss sums) are accumulated per micro-batch, so runs that split
-    the input into different batches (a restart, another poll size) agree to the last few
-    bits only; every count is exact.
+    Classification sums are fixed point and reproduce bit for bit; regression error sums are
+    floats added per micro-batch, so runs that split the input into different batches (a
+    restart, another poll size) agree there to the last few bits only. Counts are exact.
     """
     assert len(a) == len(b), f"{len(a)} records vs {len(b)}"
     for i, (x, y) in enumerate(zip(a, b, strict=True)):

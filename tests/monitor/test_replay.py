@@ -69,7 +69,8 @@ def test_checkpoint_mid_stream_restores_identical_results(tmp_path, small_spec):
     restored.restore_partition(0, blobs["partition/0"])
     replay(config, tmp_path / "p2.jsonl", tmp_path / "l2.jsonl", out, pipeline=restored)
     resumed = [json.loads(x) for x in out.getvalue().splitlines()]
-    same_records(resumed, whole)
+    # classification sums are fixed point, so the resumed run is bit-for-bit the same
+    assert resumed == whole
 
 
 def _feed_without_flush(config, pipe, p, lab, out):

@@ -1,0 +1,73 @@
+"""RecordDecoder: user field paths, failures with reasons and codes, fast and checked paths."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from monitor.config import load_config_text
+from monitor.decode import RecordDecoder
+
+CONFIG = """
+[fields]
+prediction_id = "meta.id"
+model = "meta.model"
+timestamp = "meta.ts"
+label_timestamp = "ts"
+[[models]]
+name = "m"
+task = "multiclass"
+classes = ["low", "mid", "high"]
+sensitive = ["sex"]
+[[models.features]]
+name = "x"
+type = "numeric"
+[[models.features]]
+name = "c"
+type = "categorical"
+"""
+
+
+@pytest.fixture
+def dec():
+    cfg = load_config_text(CONFIG)
+    return RecordDecoder(cfg.fields, cfg.models)
+
+
+def _pred(i, **kw):
+    rec = {"meta": {"id": f"p{i}", "model": "m", "ts": 1_700_000_000 + i}, "features": {"x": 1.5, "c": "a"},
+           "score": 0.7, "prediction": "mid", "sensitive": {"sex": "F"}}
+    rec.update(kw)
+    return orjson.dumps(rec)
+
+
+def test_nested_paths_missing_values_and_class_names(dec):
+    batches, failures = dec.decode_predictions([_pred(0), _pred(1, features={"c": None})])
+    assert failures == []
+    b = batches["m"]
+    assert b.ids == ["p0", "p1"] and b.predicted.tolist() == [1, 1]
+    assert b.numeric[0, 0] == 1.5 and b.numeric[1, 0] != b.numeric[1, 0]  # missing -> NaN
+    assert b.categorical[0].tolist() == ["a", None]
+
+
+def test_bad_records_are_named_with_path_and_code_and_the_rest_decodes(dec):
+    values = [_pred(0), b"{oops", _pred(2, features={"x": "high"}), _pred(3, meta={"id": "p3", "model": "zz", "ts": 1}),
+              _pred(4, meta={"id": "p4", "model": "m", "ts": 1_700_000_000_000})]  # milliseconds as seconds
+    batches, failures = dec.decode_predictions(values)
+    assert batches["m"].ids == ["p0"]
+    got = {f.index: (f.code, f.reason) for f in failures}
+    assert got[1][0] == "invalid_json"
+    assert got[2][0] == "invalid_field" and "$.features.x" in got[2][1]
+    assert got[3][0] == "unknown_model" and "'zz'" in got[3][1]
+    assert got[4][0] == "bad_timestamp" and "timestamp_unit" in got[4][1]
+
+
+def test_label_fast_path_equals_the_checked_path(dec):
+    plain = [orjson.dumps({"meta": {"id": f"p{i}"}, "ts": 1_700_000_100 + i, "label": i % 3}) for i in range(50)]
+    fast, f1 = dec.decode_labels(plain)
+    # a class name forces the checked loop for the whole batch
+    named = plain + [orjson.dumps({"meta": {"id": "p99"}, "ts": 1_700_000_200, "label": "high"})]
+    slow, f2 = dec.decode_labels(named)
+    assert f1 == [] and f2 == []
+    assert slow.ids[:50] == fast.ids and slow.label[:50].tolist() == fast.label.tolist()
+    assert slow.ts[:50].tolist() == fast.ts.tolist() and slow.label[50] == 2.0
