@@ -12,26 +12,6 @@ from monitor.config import load_config_text
 from monitor.synth import ModelSpec, config_models_toml, default_rules, generate, reference_frame
 
 
-def same_records(a: list[dict], b: list[dict], rel: float = 1e-9) -> None:
-    """Evaluation/alert lines equal: counts, windows, statuses and ids exactly; floats to ``rel``.
-
-    Classification sums are fixed point and reproduce bit for bit; regression error sums are
-    floats added per micro-batch, so runs that split the input into different batches (a
-    restart, another poll size) agree there to the last few bits only. Counts are exact.
-    """
-    assert len(a) == len(b), f"{len(a)} records vs {len(b)}"
-    for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        assert x.keys() == y.keys(), (i, x, y)
-        for k in x:
-            u, v = x[k], y[k]
-            if isinstance(u, float) and isinstance(v, float):
-                assert u == pytest.approx(v, rel=rel, abs=1e-12), (i, k, x, y)
-            elif isinstance(u, dict) and isinstance(v, dict):
-                same_records([u], [v], rel)
-            else:
-                assert u == v, (i, k, x, y)
-
-
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     with open(path, "wb") as f:
         for r in rows:

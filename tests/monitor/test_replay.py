@@ -12,7 +12,7 @@ from monitor.profiles import load_profiles
 from monitor.replay import replay
 from monitor.synth import Change
 
-from .conftest import build_case, same_records
+from .conftest import build_case
 
 
 def _run(config, p, lab) -> list[dict]:
