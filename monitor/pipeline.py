@@ -206,8 +206,9 @@ class ModelRuntime:
         for name, det in self.detectors.items():
             hits = det.update_many(pane.errors) if pane.errors.size else np.zeros(0, dtype=np.int64)
             rule = next(r for r in self.cfg.rules if r.name == name)
-            evals.append(Evaluation(self.cfg.name, rule.metric, "model", float(len(hits)), ws, we, int(pane.errors.size),
-                                    details={"rule": name} if len(hits) else None))
+            # scope = the rule's name: two rules may run the same detector with other settings
+            evals.append(Evaluation(self.cfg.name, rule.metric, name, float(len(hits)), ws, we, int(pane.errors.size),
+                                    details={"rule": name}))
         transitions = self.policy.apply(evals, ws, we)
         out.evaluations += evals
         if self.report_size and any(t.state == "firing" and t.seq == 1 for t in transitions):

@@ -105,7 +105,9 @@ class RulePolicy:
 
     def judged(self, rule, ev: Evaluation) -> float | None:
         if rule.metric in P_VALUE_TESTS:
-            return ev.p_value
+            if rule.fdr > 0 or not ev.details:
+                return ev.p_value
+            return ev.details.get("p_value_raw", ev.p_value)
         if ev.ci_low is not None and ev.ci_high is not None:
             return ev.ci_high if self._direction(rule) == "below" else ev.ci_low
         return ev.value
@@ -133,29 +135,36 @@ class RulePolicy:
         by_metric: dict[str, list[Evaluation]] = {}
         for ev in evaluations:
             by_metric.setdefault(ev.metric, []).append(ev)
+        for metric, evs in by_metric.items():
+            # BH-adjusted p-values do not depend on the FDR level, so adjust each metric's
+            # p-values once; a rule with fdr = 0 judges the raw ones (kept in details)
+            if metric in P_VALUE_TESTS and any(r.metric == metric and r.fdr > 0 for r in self.rules):
+                self._adjust(evs)
         out: list[AlertEvent] = []
         for rule in self.rules:
             evs = [e for e in by_metric.get(rule.metric, []) if self._scope_matches(rule, e)]
-            if rule.metric in P_VALUE_TESTS and rule.fdr > 0 and evs:
-                self._adjust(evs, rule.fdr)
             for ev in evs:
                 out.extend(self._step(rule, ev, window_start, window_end))
         return out
 
     @staticmethod
     def _scope_matches(rule, ev: Evaluation) -> bool:
+        if rule.is_detector:  # one evaluation per detector rule, named in its details
+            return bool(ev.details) and ev.details.get("rule") == rule.name
         if rule.scope == "group":
             return "=" not in ev.scope  # between-group metrics, not per-group rates
         return True
 
     @staticmethod
-    def _adjust(evs: list[Evaluation], fdr: float) -> None:
-        p = np.array([np.nan if e.p_value is None else e.p_value for e in evs], dtype=np.float64)
-        _, adjusted = benjamini_hochberg(p, fdr)
-        for e, a in zip(evs, adjusted, strict=True):
-            if e.p_value is not None:
-                e.details = {**(e.details or {}), "p_value_raw": e.p_value, "fdr": fdr}
-                e.p_value = float(a)
+    def _adjust(evs: list[Evaluation]) -> None:
+        tested = [e for e in evs if e.p_value is not None]
+        if not tested:
+            return
+        p = np.array([e.p_value for e in tested], dtype=np.float64)
+        _, adjusted = benjamini_hochberg(p, 0.05)  # the level only decides rejections
+        for e, a in zip(tested, adjusted, strict=True):
+            e.details = {**(e.details or {}), "p_value_raw": e.p_value}
+            e.p_value = float(a)
 
     def _step(self, rule, ev: Evaluation, window_start: float, window_end: float) -> list[AlertEvent]:
         key = f"{rule.name}\x1f{ev.scope}"
