@@ -45,8 +45,8 @@ log = logging.getLogger("driftline.pipeline")
 _pack = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder()
 
-# prediction join payload: f64 [ts]; f32 [model, score, predicted, scope codes...]
-_P_MODEL, _P_SCORE, _P_PRED, _P_SCOPES = 0, 1, 2, 3
+# prediction join payload: ts; f64 [score]; f32 [model, predicted, scope codes...]
+_P_MODEL, _P_PRED, _P_SCOPES = 0, 1, 2
 
 
 @dataclass
@@ -444,15 +444,17 @@ class Pipeline:
         # join: labels that arrived first complete these predictions now
         f32 = np.full((len(batch), _P_SCOPES + self.n_scopes), -1.0, dtype=np.float32)
         f32[:, _P_MODEL] = m.index
-        f32[:, _P_SCORE] = batch.score
         f32[:, _P_PRED] = batch.predicted
         for j, c in enumerate(scope_codes):
             f32[:, _P_SCOPES + j] = c
         found, lts, lf64, _ = st.labels.take(batch.keys)
         if found.any():
-            self._outcomes(st, batch.keys[found], batch.ts[found], f32[found], lts[found], lf64[found, 1])
+            self._outcomes(st, batch.keys[found], batch.ts[found], batch.score[found], f32[found], lts[found],
+                           lf64[found, 1])
         wait = ~found
-        accepted = st.preds.put(batch.keys[wait], batch.ts[wait], np.zeros((int(wait.sum()), 1)), f32[wait])
+        # the score waits in float64: float32 would round regression predictions (24 bits)
+        # and probabilities near 0 or 1 (a confident miss's log loss)
+        accepted = st.preds.put(batch.keys[wait], batch.ts[wait], batch.score[wait].reshape(-1, 1), f32[wait])
         if self.metrics is not None and not accepted.all():
             self.metrics.join_expired.labels(m.cfg.name, "prediction", "duplicate_id").inc(int((~accepted).sum()))
 
@@ -463,16 +465,17 @@ class Pipeline:
         st.last_activity, st.idle = self.clock(), False
         st.last_label_activity, st.labels_idle = st.last_activity, False
         st.label_max = max(st.label_max, float(batch.ts.max()))
-        found, pts, _, pf32 = st.preds.take(batch.keys)
+        found, pts, pf64, pf32 = st.preds.take(batch.keys)
         if found.any():
-            self._outcomes(st, batch.keys[found], pts[found], pf32[found], batch.ts[found], batch.label[found])
+            self._outcomes(st, batch.keys[found], pts[found], pf64[found, 0], pf32[found], batch.ts[found],
+                           batch.label[found])
         wait = ~found
         if wait.any():
             n = int(wait.sum())
             f64 = np.column_stack([batch.ts[wait], batch.label[wait]])
             st.labels.put(batch.keys[wait], batch.ts[wait], f64, np.full((n, 1), -1.0))
 
-    def _outcomes(self, st: PartitionState, keys, pred_ts, f32, label_ts, label) -> None:
+    def _outcomes(self, st: PartitionState, keys, pred_ts, score, f32, label_ts, label) -> None:
         model_idx = f32[:, _P_MODEL].astype(np.int64)
         for mi in np.unique(model_idx):
             m = self.models[int(mi)]
@@ -484,14 +487,14 @@ class Pipeline:
                 self.metrics.label_delay.labels(m.cfg.name).observe(float(np.median(label_ts[sel] - pred_ts[sel])))
                 if late.any():
                     self.metrics.late_events.labels(m.cfg.name).inc(int(late.sum()))
-            k, pt, f, lt, y = keys[sel], pred_ts[sel], f32[sel], label_ts[sel], label[sel]
+            k, pt, f, lt, y, sc = keys[sel], pred_ts[sel], f32[sel], label_ts[sel], label[sel], score[sel]
             scopes = [f[:, _P_SCOPES + j].astype(np.int64) for j in range(len(m.layout.scopes))]
             for s in np.unique(starts[~late]):
                 rows = starts == s
                 pane = st.open[m.index].get(float(s))
                 if pane is None:
                     pane = st.open[m.index][float(s)] = Pane(m.layout, float(s))
-                pane.add_outcomes(k[rows], lt[rows], pt[rows], f[rows, _P_SCORE].astype(np.float64),
+                pane.add_outcomes(k[rows], lt[rows], pt[rows], sc[rows],
                                   f[rows, _P_PRED].astype(np.int64), y[rows], [c[rows] for c in scopes])
 
     # -- watermarks, sealing, stage 2 -----------------------------------------------------------
