@@ -1096,6 +1096,12 @@ def _check_model(c: _Check) -> None:
                 rpath + ("metric",),
                 f'"{rule.metric}" needs a classification task, this model is "regression"',
             )
+        if task == "regression" and rule.metric in ("ddm", "eddm", "hddm_a", "hddm_w"):
+            c.ctx.error(
+                rpath + ("metric",),
+                f'"{rule.metric}" watches a 0/1 error stream; a regression model\'s errors are '
+                "|label - prediction|: use adwin, page_hinkley, kswin or cusum",
+            )
         if task in ("binary", "multiclass") and rule.metric in REGRESSION_METRICS:
             c.ctx.error(
                 rpath + ("metric",),
