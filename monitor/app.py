@@ -129,6 +129,7 @@ class App:
         # Evidently takes seconds per report: never on the poll loop
         self.report_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-report")
         self.pipeline.restore_models(self.store.blobs("model/"))
+        self._refresh_alert_gauges()  # alerts still firing in the restored state
         self.decoder = RecordDecoder(config.fields, config.models)
         self.consumer_overrides = consumer_overrides or {}
         self.on_output = on_output
@@ -145,6 +146,11 @@ class App:
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.scheduler = BackgroundScheduler(daemon=True)
+
+    def _refresh_alert_gauges(self) -> None:
+        for m in self.pipeline.models:
+            self.metrics.alerts.labels(m.cfg.name, "firing").set(len(m.policy.firing()))
+        self._summaries = self._build_summaries()
 
     def _zero_series(self) -> None:
         """Create every bounded label combination at 0, so a query for, say, dead letters or
@@ -230,6 +236,11 @@ class App:
         return total
 
     def model_summaries(self) -> list[dict[str, Any]]:
+        """For /api/models: the snapshot the poll loop last published (the HTTP thread must not
+        walk pipeline state while the loop changes it)."""
+        return self._summaries
+
+    def _build_summaries(self) -> list[dict[str, Any]]:
         out = []
         for m in self.pipeline.models:
             out.append({"name": m.cfg.name, "task": m.cfg.task, "ready": m.ready,
@@ -254,12 +265,30 @@ class App:
             self.positions.pop((tp.topic, tp.partition), None)
 
     def _on_lost(self, lost) -> None:
-        # the group moved on without us: our uncommitted state may be stale; discard it
-        log.warning("partitions lost: %s; discarding their in-memory state", sorted((tp.topic, tp.partition) for tp in lost))
+        """The group moved on without us. Panes of the lost partitions may already be merged
+        into stage 2 since the last checkpoint, and their next owner re-reads those records:
+        roll the whole pipeline back to the last checkpoint (and the kept partitions to its
+        offsets), so nothing is counted twice. Output since that checkpoint is recomputed."""
+        log.warning("partitions lost: %s; rolling back to the last checkpoint",
+                    sorted((tp.topic, tp.partition) for tp in lost))
         self.assigned -= set(lost)
-        for tp in lost:
-            self.pipeline.drop_partition(tp.partition)
-            self.positions.pop((tp.topic, tp.partition), None)
+        self.pipeline = Pipeline(self.config, self.profiles, self.metrics, reports=self.config.reports.enabled)
+        self.pipeline.restore_models(self.store.blobs("model/"))
+        stored = self.store.offsets()
+        self.positions = {}
+        for tp in sorted(self.assigned, key=lambda t: (t.topic, t.partition)):
+            if tp.partition not in self.pipeline.partitions:
+                self.pipeline.restore_partition(tp.partition, self.store.blob(f"partition/{tp.partition}"))
+            off = stored.get((tp.topic, tp.partition))
+            if off is not None:
+                self.consumer.seek(tp, off)
+                self.positions[(tp.topic, tp.partition)] = off
+            elif self.config.kafka.auto_offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek_to_end(tp)
+        self.metrics.assigned_partitions.set(len(self.assigned))
+        self._refresh_alert_gauges()
 
     def _on_assigned(self, assigned) -> None:
         stored = self.store.offsets()
@@ -351,8 +380,7 @@ class App:
         for t in out.transitions:
             self.metrics.alert_transitions.labels(t.model, t.rule, t.state).inc()
         if out.transitions:
-            for m in self.pipeline.models:
-                self.metrics.alerts.labels(m.cfg.name, "firing").set(len(m.policy.firing()))
+            self._refresh_alert_gauges()
         for t in out.transitions:
             log.warning("ALERT %s %s/%s %s=%s (threshold %s) window %s..%s", t.state.upper(), t.model, t.rule,
                         t.scope, t.value, t.threshold, _iso(t.window_start), _iso(t.window_end))
@@ -410,6 +438,7 @@ class App:
             raise
         self.metrics.checkpoint_done(seconds)
         self._lag()  # refresh driftline_consumer_lag_records
+        self._summaries = self._build_summaries()
         self.oversight.flush_audit()
         if out.transitions:
             self.deliverer.wake()
