@@ -39,6 +39,10 @@ def quantile_edges(values: np.ndarray, n_bins: int = 10) -> np.ndarray:
 
     Repeated quantiles (discrete or constant features) collapse, so a feature may get
     fewer than ``n_bins`` bins; the outer bins always catch values beyond the reference.
+    A value holding more than half a bin's share of the sample (the 0 of a zero-inflated
+    amount, the value of a constant feature) gets a bin of its own, ``[v, nextafter(v))``,
+    and the other values are binned at their own quantiles: otherwise the atom shares the
+    open top bin with every larger value and a shift of mass above it is invisible.
     """
     if n_bins < 2:
         raise ValueError(f"n_bins must be >= 2, got {n_bins}")
@@ -46,8 +50,17 @@ def quantile_edges(values: np.ndarray, n_bins: int = 10) -> np.ndarray:
     x = x[np.isfinite(x)]
     if x.size == 0:
         raise ValueError("cannot take quantile edges of an empty or all-missing sample")
-    qs = np.quantile(x, np.linspace(0.0, 1.0, n_bins + 1)[1:-1])
-    return np.unique(qs)
+    probs = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    edges = np.unique(np.quantile(x, probs))
+    share = np.array([np.count_nonzero(x == v) for v in edges]) / x.size
+    atoms = edges[share > 0.5 / n_bins]
+    if atoms.size:
+        rest = x[~np.isin(x, atoms)]
+        parts = [edges, np.nextafter(atoms, np.inf)]
+        if rest.size:
+            parts.append(np.quantile(rest, probs))
+        edges = np.unique(np.concatenate(parts))
+    return edges
 
 
 def _as_float(x) -> np.ndarray:
