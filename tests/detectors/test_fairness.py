@@ -103,12 +103,14 @@ def test_intervals_are_those_of_the_two_extreme_groups():
     dp = report.metrics["demographic_parity_difference"]
     assert dp.groups == (hi, lo)
     sel = lambda g: ((p[s == g] == 1).sum(), (s == g).sum())  # noqa: E731
-    expected = newcombe_difference_interval(*sel(hi), *sel(lo))
+    # the extremes of k groups: Bonferroni level over the k(k-1)/2 pairs
+    level = 1 - 0.05 / (len(NAMES) * (len(NAMES) - 1) / 2)
+    expected = newcombe_difference_interval(*sel(hi), *sel(lo), confidence=level)
     assert (dp.ci_low, dp.ci_high) == pytest.approx(tuple(map(float, expected)), abs=EXACT)
     di = report.metrics["disparate_impact_ratio"]
     assert di.groups == (lo, hi)
     assert (di.ci_low, di.ci_high) == pytest.approx(
-        tuple(map(float, ratio_interval_log(*sel(lo), *sel(hi))))
+        tuple(map(float, ratio_interval_log(*sel(lo), *sel(hi), confidence=level)))
     )
 
 
@@ -169,7 +171,9 @@ def test_equalized_odds_interval_is_max_of_bonferroni_component_intervals():
         rate = {g: (p[sub & (s == g)].sum(), (sub & (s == g)).sum()) for g in NAMES}
         hi = max(rate, key=lambda g: rate[g][0] / rate[g][1])
         lo = min(rate, key=lambda g: rate[g][0] / rate[g][1])
-        low, high = newcombe_difference_interval(*rate[hi], *rate[lo], confidence=0.975)
+        # two components, each the extremes of k groups: 1 - 0.05 / (2 * k(k-1)/2)
+        level = 1 - 0.05 / (2 * len(NAMES) * (len(NAMES) - 1) / 2)
+        low, high = newcombe_difference_interval(*rate[hi], *rate[lo], confidence=level)
         lows.append(float(low))
         highs.append(float(high))
         gaps.append(rate[hi][0] / rate[hi][1] - rate[lo][0] / rate[lo][1])
