@@ -67,7 +67,8 @@ class Metrics:
         )
         self.label_delay = Histogram(
             "driftline_join_label_delay_seconds",
-            "Event-time delay from prediction to its label.",
+            "Event-time delay from prediction to its label: one observation per micro-batch and "
+            "model (the batch's median), so quantiles describe batch medians.",
             ["model"],
             buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
             registry=r,
