@@ -289,7 +289,8 @@ def test_kill9_at_random_points_ends_with_the_evaluations_of_an_uninterrupted_ru
     each time: the evaluations table ends exactly equal to an uninterrupted run's (no event
     counted twice or lost), and ``driftline replay`` of the same input agrees on the
     windows both have."""
-    case = make_case(tmp_path, minutes=40, rate=8.0, seed=3,
+    # large enough that the monitor (~50-100k records/s here) is still reading at >= 5 kills
+    case = make_case(tmp_path, minutes=40, rate=30.0, seed=3,
                      changes=[Change("covariate_shift", 20 * 60.0, feature="num_01", shift=0.7)])
     bootstrap, topics, straight_dir, straight_cfg = _setup(broker, tmp_path, case, "kill-straight",
                                                            checkpoint_seconds=0.2, max_poll_records=200)
@@ -327,7 +328,7 @@ def test_kill9_at_random_points_ends_with_the_evaluations_of_an_uninterrupted_ru
 
     base_cfg = killed_cfg.read_text()
     try:
-        for life in range(15):
+        for life in range(25):
             if len(kills) >= 5:
                 break
             # Lives 0 and 1 share a group: the restart after a SIGKILL waits out the dead
@@ -338,8 +339,12 @@ def test_kill9_at_random_points_ends_with_the_evaluations_of_an_uninterrupted_ru
             killed_cfg.write_text(base_cfg.replace('group_id = "kill-restarted', f'group_id = "kill-restarted{group}'))
             d.start().wait_http()
             d.wait_assigned(2, timeout=90)
-            # a random moment after the assignment: mid-batch, mid-checkpoint or in between
-            time.sleep(rng.uniform(0.02, 0.3))
+            # a random moment once it consumes: mid-batch, mid-checkpoint or in between. Timed
+            # from the first record read, not from the assignment: a broker that delivers the
+            # first fetch late (Tansu, ~3 s) would otherwise leave only a few lives mid-stream.
+            wait_until(lambda: (d.metric("driftline_consumer_records_total") or 0) > 0, 60,
+                       "the restarted monitor to read its first records")
+            time.sleep(rng.uniform(0.0, 0.05))
             read = d.metric("driftline_consumer_records_total")
             d.kill()
             done = progress()
