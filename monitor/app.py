@@ -438,6 +438,7 @@ class App:
             raise
         self.metrics.checkpoint_done(seconds)
         self._lag()  # refresh driftline_consumer_lag_records
+        self.pipeline.update_gauges()
         self._summaries = self._build_summaries()
         self.oversight.flush_audit()
         if out.transitions:

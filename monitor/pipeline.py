@@ -530,7 +530,6 @@ class Pipeline:
             active = [st.sealed[m.index] for st in self.partitions.values() if not st.idle and st.pred_max > -math.inf]
             if active:
                 m.advance(min(active), self.metrics, produced)
-        self._gauges()
         return self._keep(produced)
 
     def _expire(self, st: PartitionState) -> None:
@@ -549,7 +548,9 @@ class Pipeline:
         for i, c in zip(idx, counts, strict=True):
             self.metrics.join_expired.labels(self.models[int(i)].cfg.name, kind, "ttl").inc(int(c))
 
-    def _gauges(self) -> None:
+    def update_gauges(self) -> None:
+        """Join-size gauges: a scan of the join tables, so the app calls it per checkpoint,
+        not per micro-batch."""
         if self.metrics is None:
             return
         waiting = np.zeros(len(self.models), dtype=np.int64)
