@@ -83,7 +83,14 @@ class Evaluator:
             self.bin_points = np.zeros((len(L.numeric), width))
             for k, n in enumerate(L.numeric):
                 prof = profile.numeric[n]
-                pts = np.where(np.isnan(prof.bin_means), bin_points(prof.edges), prof.bin_means) if prof.edges.size >= 2 else np.nan_to_num(prof.bin_means)
+                e = prof.edges
+                if e.size >= 2:
+                    centres = bin_points(e)
+                elif e.size == 1:  # two open bins either side of one edge
+                    centres = np.array([e[0] - 1.0, e[0] + 1.0])
+                else:  # one bin: every distance is 0 anyway
+                    centres = np.zeros(1)
+                pts = np.where(np.isnan(prof.bin_means), centres, prof.bin_means)
                 pts = np.maximum.accumulate(pts)
                 self.bin_points[k, : pts.size] = pts
                 self.bin_points[k, pts.size :] = pts[-1]
