@@ -152,6 +152,21 @@ class Producer(threading.Thread):
             prod.close()
 
 
+def _free_or(preferred: int) -> int:
+    """``preferred`` when it can be bound on loopback, else a free port (a second demo, or
+    another exporter on 9108, must not stop this one)."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    return preferred
+
+
 def main(args: argparse.Namespace) -> int:
     from monitor.app import App
     from monitor.config import load_config, load_config_text
@@ -161,7 +176,7 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     duration = args.duration if args.duration is not None else 120.0
     work = Path(getattr(args, "state_dir", None) or tempfile.mkdtemp(prefix="driftline-demo-"))
-    port = getattr(args, "http_port", None) or 9108
+    port = getattr(args, "http_port", None) or _free_or(9108)
     ref_dir = work / "references"
     build_references(ref_dir)
     broker = None
