@@ -290,8 +290,9 @@ def expected_calibration_error(
     biased upwards by sampling noise, about ``sqrt(2/pi) * sqrt(q(1-q)/n_b)`` per bin,
     so keep bins well filled (10 bins, the default, and hundreds of events per bin).
     The interval is a normal approximation with the bin weights held fixed and the
-    binomial variance of each bin's positive rate; it describes the estimator's spread,
-    not that bias, and is rough near ECE = 0.
+    binomial variance of each bin's positive rate (Agresti-Coull adjusted, so a bin with
+    all or no positives still has a spread); it describes the estimator's spread, not
+    that bias, and is rough near ECE = 0.
     """
     neg, pos = _binary_hist(hist, "expected_calibration_error")
     sums = hist.score_sums.sum(axis=0)
@@ -307,8 +308,9 @@ def expected_calibration_error(
     if total == 0:
         return _result("ece", np.nan, np.nan, np.nan, 0)
     ece = float(np.abs(sums - pos).sum() / total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(count > 0, pos / count, 0.0)
+    # Agresti-Coull-adjusted rate in the variance: a bin at 0% or 100% positives is not
+    # known exactly, and the plug-in rate would give it zero variance
+    rate = (pos + 2.0) / (count + 4.0)
     se = math.sqrt(float((count * rate * (1 - rate)).sum())) / total
     low, high = normal_interval(ece, se, confidence)
     return _result("ece", ece, max(float(low), 0.0), float(high), total)
