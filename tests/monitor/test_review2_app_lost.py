@@ -1,26 +1,25 @@
-"""Review: ``App._on_lost`` sends a kept partition with no checkpointed offset to the
-``auto_offset_reset`` end instead of back to where it was assigned.
+"""Review: after ``App._on_lost`` rolls the pipeline back, the transitions it already emitted
+are emitted again.
 
-A partition assigned since the last checkpoint (or assigned before it but with nothing read
-yet) has no offset in the state DB. At assignment the consumer started it at the group's
-committed offset; the rollback seeks it to the end ("latest": every record read from it
-since assignment is dropped from the rolled-back pipeline and never re-read) or to the
-beginning ("earliest": the whole retained history before the committed offset is counted
-again). It should go back to the offset it was assigned at (the committed offset).
+``_emit`` counts each transition in ``driftline_alert_transitions_total``, logs the ALERT
+line, submits its evidence report and calls ``on_output`` as soon as ``advance()`` returns
+it, before the checkpoint. On partitions lost (kafka-python passes the whole assignment),
+the pipeline goes back to the last checkpoint and the records since are read again on the
+next assignment, so the same transitions (same idempotency keys) come out a second time
+and are counted, logged and handed to ``on_output`` twice.
 """
 
 from __future__ import annotations
 
 import orjson
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from monitor.app import App
 from monitor.ingest import ingest
+from monitor.synth import Change
 
 from .conftest import build_case
-
-COMMITTED = 7  # where the group left partition 0 (another replica's commit)
 
 
 class FakeConsumer:
@@ -36,12 +35,6 @@ class FakeConsumer:
     def seek_to_end(self, *tps):
         self.seeks += [(tp.topic, tp.partition, "end") for tp in tps]
 
-    def committed(self, tp, metadata=False):
-        return OffsetAndMetadata(COMMITTED, "", -1) if metadata else COMMITTED
-
-    def position(self, tp):
-        return COMMITTED
-
     def highwater(self, tp):
         return None
 
@@ -49,22 +42,35 @@ class FakeConsumer:
         pass
 
 
-def test_kept_partition_without_checkpointed_offset_returns_to_its_assigned_offset(tmp_path, small_spec):
-    config, _p, _l, _start, preds, _labels = build_case(
-        tmp_path, small_spec, hours=0.2, extra_toml="[kafka]\nauto_offset_reset = \"latest\"\n[topics]\nlabels = \"\"\n")
+def _counted(registry: CollectorRegistry) -> float:
+    return sum(s.value for m in registry.collect() if m.name == "driftline_alert_transitions"
+               for s in m.samples if s.name.endswith("_total"))
+
+
+def test_transitions_recomputed_after_a_lost_partition_are_counted_once(tmp_path, small_spec):
+    small_spec.changes = [Change("covariate_shift", 1800.0, feature="num_02", shift=0.8)]
+    config, _p, _l, _start, preds, _labels = build_case(tmp_path, small_spec, hours=1.0,
+                                                        extra_toml="[topics]\nlabels = \"\"\n")
+    seen: list[str] = []
+    registry = CollectorRegistry()
     app = App(config, bootstrap_servers=["127.0.0.1:9"], state_dir=str(tmp_path / "state"),
-              registry=CollectorRegistry())
+              registry=registry, on_output=lambda out: seen.extend(t.key for t in out.transitions))
     try:
         app.consumer = FakeConsumer()
-        tps = [TopicPartition("predictions", p) for p in (0, 1)]
-        app._on_assigned(tps)  # nothing stored: the consumer starts at the committed offset
-        assert app.consumer.seeks == []
-        for p, part in ((0, preds[::2]), (1, preds[1::2])):
-            ingest(app.pipeline, app.decoder, "predictions", p, [orjson.dumps(r) for r in part])
-            app.positions[("predictions", p)] = COMMITTED + len(part)
-        app.pipeline.advance()
-        app._on_lost([tps[1]])  # no checkpoint yet: the pipeline is rolled back to empty
-        # partition 0's records since assignment must be read again; "end" skips them all
-        assert app.consumer.seeks == [("predictions", 0, COMMITTED)]
+        tp = TopicPartition("predictions", 0)
+        app._on_assigned([tp])
+        app.checkpoint(commit=False)
+        values = [orjson.dumps(r) for r in preds]
+        ingest(app.pipeline, app.decoder, "predictions", 0, values)
+        app.positions[("predictions", 0)] = len(values)
+        app._emit(app.pipeline.advance())
+        assert seen, "the shift should fire before the loss"
+        app._on_lost([tp])  # back to the checkpoint; the next owner (us again) re-reads
+        app._on_assigned([tp])
+        ingest(app.pipeline, app.decoder, "predictions", 0, values)
+        app.positions[("predictions", 0)] = len(values)
+        app._emit(app.pipeline.advance())
+        assert len(seen) == len(set(seen)), f"transitions emitted twice: {sorted(seen)}"
+        assert _counted(registry) == len(set(seen))
     finally:
         app.close()
