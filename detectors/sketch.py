@@ -52,11 +52,11 @@ def quantile_edges(values: np.ndarray, n_bins: int = 10) -> np.ndarray:
         raise ValueError("cannot take quantile edges of an empty or all-missing sample")
     probs = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
     edges = np.unique(np.quantile(x, probs))
-    share = np.array([np.count_nonzero(x == v) for v in edges]) / x.size
-    atoms = edges[share > 0.5 / n_bins]
+    values, counts = np.unique(x, return_counts=True)  # once per reference build
+    atoms = values[counts > 0.5 / n_bins * x.size]
     if atoms.size:
         rest = x[~np.isin(x, atoms)]
-        parts = [edges, np.nextafter(atoms, np.inf)]
+        parts = [edges, atoms, np.nextafter(atoms, np.inf)]
         if rest.size:
             parts.append(np.quantile(rest, probs))
         edges = np.unique(np.concatenate(parts))
@@ -543,6 +543,15 @@ class Moments(_Additive):
         with np.errstate(invalid="ignore", divide="ignore"):
             m = total / self.count
             return np.maximum(squares - self.count * m * m, 0.0) / (self.count - 1)
+
+    def with_quantum(self, quantum: float) -> Moments:
+        """These float sums in fixed point (to migrate state written before ``quantum``)."""
+        out = Moments(self.count.size, self.shift, quantum)
+        out.count = self.count.copy()
+        total, squares = self._sums()
+        out.sum = np.rint(total / quantum).astype(np.int64)
+        out.sumsq = np.rint(squares / quantum).astype(np.int64)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         exact = self.quantum is not None

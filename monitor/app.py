@@ -136,6 +136,7 @@ class App:
         self.http_host = http_host if http_host is not None else config.http.host
         self.http_port = http_port if http_port is not None else config.http.port
         self.http = None
+        self._emitted_keys: set[str] = set()  # transitions emitted since the last checkpoint
         self._stop = threading.Event()
         self._checkpoint_due = threading.Event()
         self._idle_due = threading.Event()
@@ -375,6 +376,15 @@ class App:
         log.warning("dead-lettered %s[%d]@%d: %s", tp.topic, tp.partition, rec.offset, reason)
 
     def _emit(self, out: Output) -> None:
+        # After a rollback (partitions lost) the same transitions are computed again; they
+        # were already counted, logged, reported and shown: keys seen since the last
+        # checkpoint are skipped (the outbox dedupes its copy by key anyway).
+        fresh = [t for t in out.transitions if t.key not in self._emitted_keys]
+        if len(fresh) != len(out.transitions):
+            ids = {t.id for t in fresh}
+            out = Output(out.evaluations, fresh, [r for r in out.retrains if r["alert"].key not in self._emitted_keys],
+                         [j for j in out.reports if j["alert"].id in ids])
+        self._emitted_keys.update(t.key for t in fresh)
         # ``advance()`` returns only what that call produced (the pipeline also queues it for
         # the next checkpoint), so each transition is logged, counted and shown once.
         for t in out.transitions:
@@ -437,6 +447,7 @@ class App:
             log.exception("checkpoint refused")
             raise
         self.metrics.checkpoint_done(seconds)
+        self._emitted_keys.clear()  # those transitions are durable now: never recomputed
         self._lag()  # refresh driftline_consumer_lag_records
         self.pipeline.update_gauges()
         self._summaries = self._build_summaries()

@@ -227,6 +227,11 @@ class JoinTable:
         self._tombs += k
         return self.ts[pos].copy(), self.f64[pos].copy(), self.f32[pos].copy()
 
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Live rows in arrival order: (keys, ts, f64, f32) copies."""
+        live = np.flatnonzero(self.alive[self.head : self.tail]) + self.head
+        return self.keys[live], self.ts[live], self.f64[live], self.f32[live]
+
     # -- state ------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Live rows in arrival order as an .npz blob (binary: a million rows in JSON would not do)."""

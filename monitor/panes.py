@@ -292,6 +292,8 @@ class Pane:
             raise ValueError("pane state does not match the model layout (reference changed?)")
         for s, sd in zip(mine, d["sketches"], strict=True):
             fresh = type(s).from_dict(sd)
+            if isinstance(s, Moments) and s.quantum is not None and fresh.quantum is None:
+                fresh = fresh.with_quantum(s.quantum)  # state from before fixed-point sums
             s.__dict__.update(fresh.__dict__)
         p.errors = np.asarray(d["errors"], dtype=np.float64)
         pend = d["pending_errors"]

@@ -177,6 +177,8 @@ class ModelRuntime:
                     # jump (to the next pane with data, or to the end of the sealed time).
                     # Which windows are evaluated depends only on where data is, never on
                     # how far the watermark moved per call.
+                    if not self.pending and math.isinf(sealed_through):
+                        break  # after flush_all: nothing left, and no end to jump to
                     self.next_start = min(self.pending) if self.pending else sealed_through
                     continue
                 pane = Pane(self.layout, start)
@@ -352,7 +354,7 @@ class PartitionState:
     def to_bytes(self) -> bytes:
         return _pack.encode({
             "kind": "partition_state",
-            "version": 1,
+            "version": 2,
             "preds": self.preds.to_bytes(),
             "labels": self.labels.to_bytes(),
             "open": [[p.to_dict() for p in panes.values()] for panes in self.open],
@@ -363,9 +365,15 @@ class PartitionState:
 
     def restore(self, data: bytes, models: list[ModelRuntime], max_pending: int) -> None:
         s = _unpack.decode(data)
-        if s.get("kind") != "partition_state" or s.get("version") != 1:
-            raise ValueError(f"partition {self.partition}: state blob is not a version-1 partition_state")
+        if s.get("kind") != "partition_state" or s.get("version") not in (1, 2):
+            raise ValueError(f"partition {self.partition}: state blob is not a version-1/2 partition_state "
+                             f"(kind={s.get('kind')!r}, version={s.get('version')!r})")
         self.preds = JoinTable.from_bytes(s["preds"], max_pending)
+        if s["version"] == 1:
+            # v1 kept the score in the float32 payload [model, score, predicted, scopes...]
+            keys, ts, _, f32 = self.preds.rows()
+            self.preds = JoinTable(1, f32.shape[1] - 1, max_pending, initial_capacity=2 * len(keys) + 16)
+            self.preds.put(keys, ts, f32[:, 1:2].astype(np.float64), np.delete(f32, 1, axis=1))
         self.labels = JoinTable.from_bytes(s["labels"], max_pending)
         self.open = [
             {d["start"]: Pane.from_dict(m.layout, d) for d in panes} if m.ready else {}

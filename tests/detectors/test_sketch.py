@@ -189,8 +189,9 @@ def test_histogram_bins_are_left_closed():
     h = Histogram([0.0, 1.0])
     h.update(np.array([-0.0, 0.0, 1.0, 0.999, np.inf, -np.inf]))
     assert h.counts.tolist() == [1, 3, 2]
-    # 1.0 holds 75% of the sample: it gets its own bin, and the rest is binned apart
-    assert quantile_edges(np.array([1.0, 1.0, 1.0, 2.0]), 4).tolist() == [1.0, np.nextafter(1.0, 2.0), 1.25, 2.0]
+    # 1.0 (75%) and 2.0 (25%) each hold over half a bin's share (12.5%): own bins
+    assert quantile_edges(np.array([1.0, 1.0, 1.0, 2.0]), 4).tolist() == [
+        1.0, np.nextafter(1.0, 2.0), 1.25, 2.0, np.nextafter(2.0, 3.0)]
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ def _as_old_layout(blob: bytes) -> bytes:
     old = JoinTable(1, f32.shape[1], int(z["max_pending"]))
     old.put(z["keys"], z["ts"], np.zeros((len(z["keys"]), 1)), f32)
     s["preds"] = old.to_bytes()
+    s["version"] = 1  # what the code before the change wrote
     return msgspec.msgpack.encode(s)
 
 
