@@ -2,8 +2,9 @@
 
 The rules are config.toml's documented defaults (PSI 0.1/0.25 for two windows, parity
 difference 0.1/0.2 judged on its interval's lower bound) plus an accuracy rule at warn
-0.70 / alert 0.65, about 0.06 below the synthetic model's reference accuracy (0.758). The stream has 20 numeric and 5
-categorical features and two sensitive attributes (sex: 2 groups, age_band: 3 groups).
+0.70 / alert 0.65, about 0.06 below the synthetic model's reference accuracy (0.758).
+The stream has 20 numeric and 5 categorical features and two sensitive attributes (sex:
+2 groups, age_band: 3 groups).
 For scale: river's PageHinkley with default settings raises about 64 false alarms per
 100,000 stationary values and KSWIN about 126; these rules must raise none.
 """
