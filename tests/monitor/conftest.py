@@ -12,6 +12,28 @@ from monitor.config import load_config_text
 from monitor.synth import ModelSpec, config_models_toml, default_rules, generate, reference_frame
 
 
+class FakeConsumer:
+    """The KafkaConsumer calls App makes on assignment, loss and close, recorded."""
+
+    def __init__(self):
+        self.seeks: list[tuple] = []
+
+    def seek(self, tp, off):
+        self.seeks.append((tp.topic, tp.partition, off))
+
+    def seek_to_beginning(self, *tps):
+        self.seeks += [(tp.topic, tp.partition, "beginning") for tp in tps]
+
+    def seek_to_end(self, *tps):
+        self.seeks += [(tp.topic, tp.partition, "end") for tp in tps]
+
+    def highwater(self, tp):
+        return None
+
+    def close(self, autocommit=False):
+        pass
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     with open(path, "wb") as f:
         for r in rows:

@@ -19,27 +19,7 @@ from monitor.app import App
 from monitor.ingest import ingest
 from monitor.synth import Change
 
-from .conftest import build_case
-
-
-class FakeConsumer:
-    def __init__(self):
-        self.seeks: list[tuple] = []
-
-    def seek(self, tp, off):
-        self.seeks.append((tp.topic, tp.partition, off))
-
-    def seek_to_beginning(self, *tps):
-        self.seeks += [(tp.topic, tp.partition, "beginning") for tp in tps]
-
-    def seek_to_end(self, *tps):
-        self.seeks += [(tp.topic, tp.partition, "end") for tp in tps]
-
-    def highwater(self, tp):
-        return None
-
-    def close(self, autocommit=False):
-        pass
+from .conftest import FakeConsumer, build_case
 
 
 def _counted(registry: CollectorRegistry) -> float:
