@@ -120,3 +120,20 @@ def test_timestamp_units(tmp_path, small_spec, unit):
         path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     rows = _run(config, p, lab)
     assert any(r["type"] == "evaluation" and r["metric"] == "accuracy" for r in rows)
+
+
+def test_without_a_reference_the_first_events_become_it(tmp_path, small_spec):
+    from monitor.config import load_config_text
+    from monitor.synth import config_models_toml, default_rules
+
+    _, p, lab, start, preds, _ = build_case(tmp_path, small_spec, hours=1.0)
+    cfg = load_config_text(config_models_toml(small_spec, reference="", rules=default_rules(0.6, 0.55),
+                                              warmup_events=2000, pane_seconds=60.0, window_panes=15))
+    rows = _run(cfg, p, lab)
+    evals = [r for r in rows if r["type"] == "evaluation"]
+    warm_end = preds[1999]["timestamp"]
+    # nothing is evaluated before the warm-up reference exists, everything after it is
+    assert evals and min(r["window_start"] for r in evals) >= warm_end - 60.0
+    psi = [r["value"] for r in evals if r["metric"] == "psi" and r["n"] >= 500]
+    assert psi and max(psi) < 0.1  # a stationary stream against its own first events
+    assert not [r for r in rows if r["type"] == "alert"]
