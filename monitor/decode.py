@@ -93,7 +93,6 @@ class PredictionBatch:
     predicted: np.ndarray  # int64 class index, -1 = missing (binary/multiclass)
     sensitive: list[np.ndarray]  # one object array per sensitive attribute
     model_version: list[str | None] = field(default_factory=list)
-    raw_rows: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -339,7 +338,6 @@ class RecordDecoder:
             sensitive=sensitive,
             model_version=[None if mv is None or mv(e) is None else str(mv(e)) for e in envs],
         )
-        batch.source_index = [i for i, _, _ in items]  # type: ignore[attr-defined]
         return batch, failures
 
     def _decode_parts(self, dec, raws, items, path) -> tuple[list[Any], list[Failure]]:
@@ -368,6 +366,10 @@ class RecordDecoder:
         names = [str(c) for c in cfg.classes] if cfg.classes else []
         lookup = {n: k for k, n in enumerate(names)}
         n_classes = len(names) if names else 2
+        if not names and values and all(type(v) is int for v in values):
+            # the common case, one array op: plain class indices (out of range -> -1)
+            arr = np.array(values, dtype=np.int64)
+            return np.where((arr >= 0) & (arr < n_classes), arr, -1)
         out = np.empty(len(values), dtype=np.int64)
         for k, v in enumerate(values):
             if v is None:
@@ -422,7 +424,6 @@ class RecordDecoder:
             label=np.array(labels, dtype=np.float64),
             model=models,
         )
-        batch.source_index = src  # type: ignore[attr-defined]
         return batch, failures
 
     def _labels_fast(self, indexed: list[tuple[int, Any]], failures: list[Failure]) -> tuple[LabelBatch, list[Failure]] | None:
@@ -447,7 +448,6 @@ class RecordDecoder:
         if ts.min() < 0.0 or ts.max() > time.time() + MAX_FUTURE_SECONDS:
             return None  # the checking loop names the bad timestamps
         batch = LabelBatch(ids=ids, keys=hash_ids(ids), ts=ts, label=np.array(raws, dtype=np.float64), model=models)
-        batch.source_index = [i for i, _ in indexed]  # type: ignore[attr-defined]
         return batch, []
 
     def _label_value(self, model: str | None, raw: Any) -> float | None:

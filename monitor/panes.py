@@ -251,9 +251,6 @@ class Pane:
         self.label_delay_sum -= other.label_delay_sum
         return self
 
-    def empty_like(self, start: float) -> Pane:
-        return Pane(self.layout, start)
-
     # -- state ----------------------------------------------------------------------------
     def _pending_errors(self) -> dict[str, list]:
         """Joined outcomes not yet sealed, kept unsorted: the seal sorts them all together,

@@ -427,9 +427,6 @@ class Pipeline:
             if rest is None:
                 return
             batch = rest
-            if m.ready:
-                # the reference now exists: panes of other partitions can start too
-                pass
         L = m.layout
         starts = m.pane_start(batch.ts)
         late = starts < st.sealed[m.index]
