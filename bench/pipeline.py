@@ -18,9 +18,11 @@ Every figure is printed next to a baseline measured in the same run:
    from ``scripts/provision.sh``) by a kafka-python poll loop with ``orjson`` decoding
    vs the whole monitor (``monitor.app.App``) on the same topic content, once with
    ``fetch_max_wait_ms=10`` on both sides (CPU bound: the monitor's own cost) and once
-   with kafka-python's defaults as the App ships them. The monitor's main-thread CPU
-   per stage is reported with it. Skipped, with the reason in the output, when Java
-   or the jars are missing.
+   with kafka-python's defaults as the App ships them, both with the App's default
+   ``kafka.fetch_process = true`` (fetching and record parsing in a second process);
+   a third figure is the App in one process (``fetch_process = false``). The monitor's
+   main-thread CPU per stage is reported with each. Skipped, with the reason in the
+   output, when Java or the jars are missing.
 
 Run: ``.venv/bin/python bench/pipeline.py`` (about 2-3 minutes). Options: ``--quick``
 (small sizes, smoke run), ``--skip-kafka``, ``--profile`` (cProfile of the end-to-end
@@ -54,6 +56,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -671,12 +674,12 @@ def _consume_app(bootstrap: str, config, tmp: Path, total: int, overrides: dict[
         # the topics are fresh, so the sum of next offsets is the number of records consumed
         n = sum(app.positions.values())
         if n and "t0" not in mark:
-            mark.update(t0=time.perf_counter(), c0=time.process_time(), n0=n, loop=0.0)
+            mark.update(t0=time.perf_counter(), c0=time.process_time(), n0=n, loop=0.0, f0=_fetcher_cpu(app))
             meter.on = True
             if prof is not None:
                 prof.enable()
         if n >= total and "t1" not in mark:
-            mark.update(t1=time.perf_counter(), c1=time.process_time(), n1=n)
+            mark.update(t1=time.perf_counter(), c1=time.process_time(), n1=n, f1=_fetcher_cpu(app))
             meter.on = False
             if prof is not None:
                 prof.disable()
@@ -695,11 +698,27 @@ def _consume_app(bootstrap: str, config, tmp: Path, total: int, overrides: dict[
     stages["other (loop)"] = round(mark["loop"] - sum(meter.seconds.values()), 3)
     if prof is not None:
         _print_profile(prof, "the monitor behind Kafka (main thread)")
-    return {"records": mark["n1"] - mark["n0"], "wall": mark["t1"] - mark["t0"], "cpu": mark["c1"] - mark["c0"],
-            "main_thread_cpu": stages}
+    fetch_cpu = mark["f1"] - mark["f0"]
+    if app.fetcher is not None:
+        stages["fetch process (all threads)"] = round(fetch_cpu, 3)
+    # CPU of both processes: the fetch process's parsing is the monitor's cost too
+    return {"records": mark["n1"] - mark["n0"], "wall": mark["t1"] - mark["t0"],
+            "cpu": mark["c1"] - mark["c0"] + fetch_cpu, "main_thread_cpu": stages}
 
 
-KAFKA_FIGURES = ("kafka_consume_records_per_second", "kafka_consume_records_per_second_default_fetch_wait")
+def _fetcher_cpu(app) -> float:
+    """CPU seconds of the App's fetch process so far (0 without one), from /proc."""
+    if app.fetcher is None or app.fetcher.pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{app.fetcher.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+KAFKA_FIGURES = ("kafka_consume_records_per_second", "kafka_consume_records_per_second_default_fetch_wait",
+                 "kafka_consume_records_per_second_one_process")
 
 
 def kafka_skipped(reason: str) -> dict[str, Any]:
@@ -731,6 +750,7 @@ dir = "{(tmp / 'reports').as_posix()}"
 """
     s = spec()
     config, _ = build_config(tmp, s, prefix_toml=kafka_toml)
+    one_process = msgspec.structs.replace(config, kafka=msgspec.structs.replace(config.kafka, fetch_process=False))
     n_pred = sizes["kafka_records"] // 2
     batches = encoded_stream(s, n_pred, seed=3)
     broker = KafkaBroker(libs, Path(tempfile.mkdtemp(prefix="bench-kafka-", dir=tmp)))
@@ -754,6 +774,8 @@ dir = "{(tmp / 'reports').as_posix()}"
         before = _consume_plain(bootstrap, names, total, orjson.loads, FAST_FETCH)
         log("kafka: the whole monitor, monitor.app.App (fetch_max_wait_ms=10)")
         app = _consume_app(bootstrap, config, tmp, total, FAST_FETCH)
+        log("kafka: the monitor in one process (kafka.fetch_process = false)")
+        one = _consume_app(bootstrap, one_process, tmp, total, FAST_FETCH)
         log("kafka: kafka-python + orjson again")
         after = _consume_plain(bootstrap, names, total, orjson.loads, FAST_FETCH)
         # All records again: the default wait stalls the consumer once one topic is read to
@@ -772,6 +794,8 @@ dir = "{(tmp / 'reports').as_posix()}"
         "kafka_consume_records_per_second_default_fetch_wait": _kafka_figure(
             app_default, [plain_default], total,
             "kafka-python defaults (fetch_max_wait_ms=500) as monitor.app ships them, on both sides"),
+        "kafka_consume_records_per_second_one_process": _kafka_figure(
+            one, [before, after], total, "kafka.fetch_process = false; fetch_max_wait_ms=10 on both sides"),
     }
 
 
@@ -785,7 +809,7 @@ def _kafka_figure(app: dict[str, Any], plain_runs: list[dict[str, float]], recor
         baseline_runs=[round(r["records"] / r["wall"]) for r in plain_runs],
         cpu_value=app["records"] / app["cpu"], cpu_baseline=plain["records"] / plain["cpu"],
         cpu_ratio=(app["records"] / app["cpu"]) / (plain["records"] / plain["cpu"]),
-        monitor_main_thread_cpu_seconds=app["main_thread_cpu"],
+        monitor_cpu_seconds_by_stage=app["main_thread_cpu"],
     )
 
 

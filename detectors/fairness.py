@@ -264,15 +264,12 @@ def between_group_metrics(
     # groups, which covers the true range (unchanged for two groups).
     pairs = np.maximum(n_ok * (n_ok - 1) / 2.0, 1.0)
     level = 1.0 - (1.0 - conf) / pairs
-    d_low, d_high = np.empty(len(rows)), np.empty(len(rows))
-    for k in range(len(rows)):
-        d_low[k], d_high[k] = newcombe_difference_interval(s_hi[k], t_hi[k], s_lo[k], t_lo[k], level[k])
-    # TPR and FPR again at half that level for the equalised-odds maximum of the two.
-    e_low, e_high = np.empty(2), np.empty(2)
-    for j, k in enumerate((1, 2)):
-        e_low[j], e_high[j] = newcombe_difference_interval(
-            s_hi[k], t_hi[k], s_lo[k], t_lo[k], 1.0 - (1.0 - conf) / (2.0 * pairs[k])
-        )
+    # One vectorised call: the four gaps at their levels, then TPR and FPR again at half
+    # that level for the equalised-odds maximum of the two.
+    ks = np.array([0, 1, 2, 3, 1, 2])
+    levels = np.concatenate([level, 1.0 - (1.0 - conf) / (2.0 * pairs[[1, 2]])])
+    all_low, all_high = newcombe_difference_interval(s_hi[ks], t_hi[ks], s_lo[ks], t_lo[ks], levels)
+    d_low, d_high, e_low, e_high = all_low[:4], all_high[:4], all_low[4:], all_high[4:]
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = s_hi / t_hi - s_lo / t_lo
 

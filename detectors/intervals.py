@@ -44,6 +44,15 @@ def z_value(confidence: float = 0.95) -> float:
     return _z(c)
 
 
+def _z_of(confidence) -> float | np.ndarray:
+    """``z_value`` of a scalar level, or elementwise of an array of levels (one call can
+    then take intervals at several levels, e.g. Bonferroni levels per metric)."""
+    if np.ndim(confidence) == 0:
+        return z_value(confidence)
+    levels = np.asarray(confidence, dtype=np.float64)
+    return np.array([z_value(c) for c in levels.ravel()]).reshape(levels.shape)
+
+
 def _counts(successes, trials, name: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(successes, dtype=np.float64)
     n = np.asarray(trials, dtype=np.float64)
@@ -59,9 +68,10 @@ def wilson_interval(successes, trials, confidence: float = 0.95) -> tuple[np.nda
 
     Unlike the Wald interval it stays inside [0, 1] and keeps close to nominal coverage
     for small samples and proportions near 0 or 1 (Brown, Cai & DasGupta 2001).
+    ``confidence`` may be an array of levels, one per count.
     """
     x, n = _counts(successes, trials, "wilson_interval")
-    z = z_value(confidence)
+    z = _z_of(confidence)
     z2 = z * z
     with np.errstate(invalid="ignore", divide="ignore"):
         denom = n + z2

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from monitor.audit import AuditLog
 from monitor.decode import FAILURE_CODES, RecordDecoder
 from monitor.errors import ConfigError, StateError
+from monitor.fetcher import FetchProcess
 from monitor.http import report_link
 from monitor.ingest import ingest
 from monitor.metrics import Metrics
@@ -145,6 +146,12 @@ class App:
         self.restored = False
         self.last_poll = 0.0
         self.consumer: KafkaConsumer | None = None
+        # kafka.fetch_process: records come from the fetch process; each assignment of a
+        # partition gets a new epoch, and chunks of an older epoch are dropped
+        self.fetcher: FetchProcess | None = None
+        self._epochs: dict[TopicPartition, int] = {}
+        self._epoch = 0
+        self._highwater: dict[TopicPartition, int] = {}
         self.producer: KafkaProducer | None = None
         self.scheduler = BackgroundScheduler(daemon=True)
 
@@ -179,7 +186,7 @@ class App:
         k = self.config.kafka
         return {"bootstrap_servers": self.bootstrap, "client_id": k.client_id, **kafka_security(k)}
 
-    def _make_consumer(self) -> KafkaConsumer:
+    def _consumer_settings(self) -> dict[str, Any]:
         k = self.config.kafka
         settings = dict(
             group_id=k.group_id, enable_auto_commit=False, auto_offset_reset=k.auto_offset_reset,
@@ -187,7 +194,18 @@ class App:
             max_poll_records=k.max_poll_records, fetch_max_wait_ms=k.fetch_max_wait_ms, **self._client_common(),
         )
         settings.update(self.consumer_overrides)
-        c = KafkaConsumer(**settings)
+        return settings
+
+    def _make_fetcher(self) -> FetchProcess:
+        """The fetch process's consumer: manual assignment, no group membership (the group_id
+        only finds committed offsets), nothing committed."""
+        k = self.config.kafka
+        settings = self._consumer_settings()
+        settings["client_id"] = f"{settings.get('client_id') or k.client_id}-fetcher"
+        return FetchProcess(settings, k.max_poll_records, k.poll_timeout_ms)
+
+    def _make_consumer(self) -> KafkaConsumer:
+        c = KafkaConsumer(**self._consumer_settings())
         topics = [self.config.topics.predictions] + ([self.config.topics.labels] if self.config.topics.labels else [])
         c.subscribe(topics, listener=_Rebalance(self))
         return c
@@ -228,7 +246,7 @@ class App:
         if c is None:
             return 0
         for tp in list(self.assigned):
-            hw = c.highwater(tp)
+            hw = self._highwater.get(tp) if self.fetcher is not None else c.highwater(tp)
             pos = self.positions.get((tp.topic, tp.partition))
             if hw is not None and pos is not None:
                 lag = max(0, hw - pos)
@@ -264,6 +282,9 @@ class App:
             if tp.partition not in keep:
                 self.pipeline.drop_partition(tp.partition)
             self.positions.pop((tp.topic, tp.partition), None)
+            self._epochs.pop(tp, None)
+        if self.fetcher is not None:
+            self.fetcher.revoke([(tp.topic, tp.partition) for tp in revoked])
 
     def _on_lost(self, lost) -> None:
         """The group moved on without us. Panes of the lost partitions may already be merged
@@ -277,33 +298,58 @@ class App:
         self.pipeline.restore_models(self.store.blobs("model/"))
         stored = self.store.offsets()
         self.positions = {}
+        for tp in lost:
+            self._epochs.pop(tp, None)
+        if self.fetcher is not None:
+            self.fetcher.revoke([(tp.topic, tp.partition) for tp in lost])
+        starts = {}
         for tp in sorted(self.assigned, key=lambda t: (t.topic, t.partition)):
             if tp.partition not in self.pipeline.partitions:
                 self.pipeline.restore_partition(tp.partition, self.store.blob(f"partition/{tp.partition}"))
             off = stored.get((tp.topic, tp.partition))
             if off is not None:
-                self.consumer.seek(tp, off)
                 self.positions[(tp.topic, tp.partition)] = off
-            elif self.config.kafka.auto_offset_reset == "earliest":
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek_to_end(tp)
+            starts[tp] = off if off is not None else self.config.kafka.auto_offset_reset
+        self._seek(starts)
         self.metrics.assigned_partitions.set(len(self.assigned))
         self._refresh_alert_gauges()
 
     def _on_assigned(self, assigned) -> None:
         stored = self.store.offsets()
+        starts = {}
         for tp in sorted(assigned, key=lambda t: (t.topic, t.partition)):
             if tp.partition not in self.pipeline.partitions:
                 self.pipeline.restore_partition(tp.partition, self.store.blob(f"partition/{tp.partition}"))
             off = stored.get((tp.topic, tp.partition))
             if off is not None:
-                self.consumer.seek(tp, off)
                 self.positions[(tp.topic, tp.partition)] = off
+            starts[tp] = off  # None: the group's committed offset, else auto_offset_reset
+        if self.fetcher is not None and assigned:
+            self.consumer.pause(*assigned)  # the fetch process reads them; this consumer keeps the group
+        self._seek(starts)
         self.assigned |= set(assigned)
         self.restored = True
         self.metrics.assigned_partitions.set(len(self.assigned))
         log.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+    def _seek(self, starts: dict[TopicPartition, int | str | None]) -> None:
+        """Start (or restart) reading partitions at offsets, "earliest"/"latest", or None
+        (where the consumer stands: the group's committed offset, else auto_offset_reset)."""
+        if self.fetcher is not None:
+            cmd = {}
+            for tp, start in starts.items():
+                self._epoch += 1
+                self._epochs[tp] = self._epoch
+                cmd[(tp.topic, tp.partition)] = (self._epoch, start)
+            self.fetcher.assign(cmd)
+            return
+        for tp, start in starts.items():
+            if isinstance(start, int):
+                self.consumer.seek(tp, start)
+            elif start == "earliest":
+                self.consumer.seek_to_beginning(tp)
+            elif start == "latest":
+                self.consumer.seek_to_end(tp)
 
     # -- the loop ---------------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -315,6 +361,9 @@ class App:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
         self.producer = KafkaProducer(linger_ms=20, acks="all", **self._client_common())
+        if self.config.kafka.fetch_process:
+            self.fetcher = self._make_fetcher()
+            self.fetcher.start()
         self.consumer = self._make_consumer()
         self._start_http()
         self.deliverer.start()
@@ -341,20 +390,34 @@ class App:
 
     def poll_once(self) -> None:
         k = self.config.kafka
-        records = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=k.max_poll_records)
+        if self.fetcher is not None:
+            # group membership and rebalance callbacks only (this consumer's partitions are
+            # paused); it waits only while a join is under way and nothing is assigned
+            wait = k.poll_timeout_ms if not self.assigned else 0
+            self.consumer.poll(timeout_ms=wait)
+            chunks = self.fetcher.take((k.poll_timeout_ms - wait) / 1000.0, k.max_poll_records)
+        else:
+            records = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=k.max_poll_records)
+            chunks = [(tp.topic, tp.partition, None, [r.offset for r in recs], [r.value for r in recs],
+                       [r.key for r in recs], None) for tp, recs in records.items()]
         self.last_poll = time.time()
         self.metrics.poll_loop_heartbeat.set(self.last_poll)
-        for tp in sorted(records, key=lambda t: (t.topic != self.config.topics.predictions, t.partition)):
-            recs = records[tp]
-            if tp not in self.assigned:
-                continue
-            kind = "predictions" if tp.topic == self.config.topics.predictions else "labels"
-            values = [r.value for r in recs]
-            failures = ingest(self.pipeline, self.decoder, kind, tp.partition, values, self.metrics, tp.topic)
+        took = False
+        for topic, partition, epoch, offsets, values, keys, highwater in sorted(
+                chunks, key=lambda c: (c[0] != self.config.topics.predictions, c[1])):
+            tp = TopicPartition(topic, partition)
+            if tp not in self.assigned or (epoch is not None and self._epochs.get(tp) != epoch):
+                continue  # revoked, lost or re-seeked since it was fetched
+            took = True
+            kind = "predictions" if topic == self.config.topics.predictions else "labels"
+            failures = ingest(self.pipeline, self.decoder, kind, partition, values, self.metrics, topic)
             for f in failures:
-                self._dead_letter(tp, recs[f.index], f.reason, f.code)
-            self.positions[(tp.topic, tp.partition)] = recs[-1].offset + 1
-        if records:
+                self._dead_letter(tp, offsets[f.index], None if keys is None else keys[f.index], values[f.index],
+                                  f.reason, f.code)
+            self.positions[(topic, partition)] = offsets[-1] + 1
+            if highwater is not None:
+                self._highwater[tp] = highwater
+        if took:
             self._emit(self.pipeline.advance())
         if self._idle_due.is_set():
             self._idle_due.clear()
@@ -362,18 +425,18 @@ class App:
         if self._checkpoint_due.is_set():
             self.checkpoint()
 
-    def _dead_letter(self, tp: TopicPartition, rec, reason: str, code: str) -> None:
+    def _dead_letter(self, tp: TopicPartition, offset: int, key: bytes | None, value, reason: str, code: str) -> None:
         headers = [
             ("driftline.source.topic", tp.topic.encode()),
             ("driftline.source.partition", str(tp.partition).encode()),
-            ("driftline.source.offset", str(rec.offset).encode()),
+            ("driftline.source.offset", str(offset).encode()),
             ("driftline.error", reason.encode()[:1000]),
             ("driftline.error.code", code.encode()),
         ]
-        value = rec.value if isinstance(rec.value, bytes) else (b"" if rec.value is None else bytes(rec.value))
-        self.producer.send(self.config.topics.dead_letter, value=value, key=rec.key, headers=headers)
+        value = value if isinstance(value, bytes) else (b"" if value is None else bytes(value))
+        self.producer.send(self.config.topics.dead_letter, value=value, key=key, headers=headers)
         self.metrics.dead_letters.labels(tp.topic, code).inc()
-        log.warning("dead-lettered %s[%d]@%d: %s", tp.topic, tp.partition, rec.offset, reason)
+        log.warning("dead-lettered %s[%d]@%d: %s", tp.topic, tp.partition, offset, reason)
 
     def _emit(self, out: Output) -> None:
         # After a rollback (partitions lost) the same transitions are computed again; they
@@ -492,6 +555,8 @@ class App:
             self.http.stop()
         if self.consumer is not None:
             self.consumer.close(autocommit=False)
+        if self.fetcher is not None:
+            self.fetcher.stop()
         if self.producer is not None:
             self.producer.close(timeout=10)
         self.audit.close()

@@ -162,6 +162,7 @@ class KafkaConfig(_Section):
     fetch_max_wait_ms: int = 500
     poll_timeout_ms: int = 500
     max_lag_ready: int = 100000
+    fetch_process: bool = True
 
 
 class TopicsConfig(_Section):

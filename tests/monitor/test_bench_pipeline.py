@@ -22,6 +22,7 @@ FIGURES = {
     "peak_rss_growth_bytes_per_waiting_prediction",
     "kafka_consume_records_per_second",
     "kafka_consume_records_per_second_default_fetch_wait",
+    "kafka_consume_records_per_second_one_process",
 }
 
 
