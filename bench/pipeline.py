@@ -687,11 +687,16 @@ def _consume_app(bootstrap: str, config, tmp: Path, total: int, overrides: dict[
 
     app.poll_once = poll_once  # type: ignore[method-assign]
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    gc_threshold = gc.get_threshold()
     try:
         app.run(duration=timeout)
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
+        # App.run tunes this process's garbage collector (monitor.runtime.tune_gc); the
+        # kafka-python baseline runs with CPython's defaults, as a user's own loop would
+        gc.unfreeze()
+        gc.set_threshold(*gc_threshold)
     if "t1" not in mark:
         raise RuntimeError(f"the monitor consumed {sum(app.positions.values())} of {total} records in {timeout:.0f} s")
     stages = {k: round(v, 3) for k, v in meter.seconds.items()}

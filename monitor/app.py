@@ -42,6 +42,7 @@ from monitor.pipeline import Output, Pipeline
 from monitor.profiles import load_profiles
 from monitor.replay import transition_record
 from monitor.reports import ReportWriter
+from monitor.runtime import tune_gc
 from monitor.sinks import build_sinks
 from monitor.state import StateStore
 from monitor.triggers.sender import RetrainSender
@@ -377,6 +378,7 @@ class App:
             # approved (or approval-free) retrain requests go out with retries from here
             self.scheduler.add_job(self.retrain_sender.send_due, "interval", seconds=5, id="retrain-send")
         self.scheduler.start()
+        tune_gc()
         deadline = None if duration is None else time.monotonic() + duration
         try:
             while not self._stop.is_set():

@@ -75,6 +75,10 @@ def fetcher_main(conn: Connection) -> None:
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
+    from monitor.runtime import tune_gc
+
+    tune_gc()  # kafka-python allocates a few objects per record
+
     out: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_CHUNKS)
     failed = threading.Event()
 

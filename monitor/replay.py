@@ -110,8 +110,10 @@ def replay(config, predictions: str | Path, labels: str | Path | None, out: IO[s
 
 def main(args: argparse.Namespace) -> int:
     from monitor.config import load_config
+    from monitor.runtime import tune_gc
 
     config = load_config(args.config)
+    tune_gc()
     with open(args.out, "w") as f:
         replay(config, args.predictions, args.labels, f)
     print(f"replay: wrote {args.out}")
