@@ -381,7 +381,7 @@ class ScoreHistogram(_Additive):
 
     def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
         s = _as_float(scores).ravel()
-        y = np.asarray(labels).ravel().astype(np.int64)
+        y = np.asarray(labels, dtype=np.int64).ravel()
         if s.shape != y.shape:
             raise ValueError(f"scores {s.shape} and labels {y.shape} differ in length")
         ok = (s >= 0.0) & (s <= 1.0) & (y >= 0) & (y < self.n_classes)
@@ -443,9 +443,10 @@ class ConfusionCounts(_Additive):
         self.unseen = 0
 
     def update(self, y_true: np.ndarray, y_pred: np.ndarray, group_codes: np.ndarray | None = None) -> None:
-        t = np.asarray(y_true).ravel().astype(np.int64)
-        p = np.asarray(y_pred).ravel().astype(np.int64)
-        g = np.zeros_like(t) if group_codes is None else np.asarray(group_codes).ravel().astype(np.int64)
+        # asarray with a dtype copies only when the input is not int64 already
+        t = np.asarray(y_true, dtype=np.int64).ravel()
+        p = np.asarray(y_pred, dtype=np.int64).ravel()
+        g = np.zeros_like(t) if group_codes is None else np.asarray(group_codes, dtype=np.int64).ravel()
         if not (t.shape == p.shape == g.shape):
             raise ValueError(f"y_true {t.shape}, y_pred {p.shape} and groups {g.shape} differ")
         k = self.n_classes

@@ -95,7 +95,16 @@ class RowSample:
     def add(self, keys: np.ndarray, data: dict[str, np.ndarray]) -> None:
         if self.k <= 0 or len(keys) == 0:
             return
-        keys = np.concatenate([self.keys, np.asarray(keys, dtype=np.uint64)])
+        keys = np.asarray(keys, dtype=np.uint64)
+        if len(self.keys) >= self.k:
+            # full: only keys below the current k-th smallest can enter (kept keys are
+            # sorted), which after the first rows of a pane is about k/n of them
+            enter = keys < self.keys[-1]
+            if not enter.any():
+                return
+            keys = keys[enter]
+            data = {c: np.asarray(data[c], dtype=object)[enter] for c in self.columns}
+        keys = np.concatenate([self.keys, keys])
         cols = {c: np.concatenate([self.data[c], np.asarray(data[c], dtype=object)]) for c in self.columns}
         keep = np.argsort(keys, kind="stable")[: self.k]
         self.keys = keys[keep]

@@ -64,6 +64,7 @@ class ModelRuntime:
 
     def __init__(self, cfg, index: int, profile: ReferenceProfile | None, report_size: int = 0):
         self.cfg = cfg
+        self._children: dict[tuple, Any] = {}  # memoised metric series (_series)
         # rows sampled per window for evidence reports (reports.sample_size; 0: none)
         self.report_size = report_size
         self.metrics: Metrics | None = None  # set by the Pipeline
@@ -234,32 +235,42 @@ class ModelRuntime:
             result.append(t)
         return result
 
+    def _series(self, metric, *labels: str):
+        """``metric.labels(*labels)``, memoised: a window exports a few hundred series and
+        prometheus_client validates the labels and takes a lock on every ``labels`` call."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _export(self, m: Metrics, evals: list[Evaluation], pane: Pane) -> None:
         name = self.cfg.name
-        m.panes_closed.labels(name).inc()
-        m.evaluations.labels(name).inc()
-        m.window_events.labels(name).set(self.window.n_predictions)
+        series = self._series
+        series(m.panes_closed, name).inc()
+        series(m.evaluations, name).inc()
+        series(m.window_events, name).set(self.window.n_predictions)
         drifted = 0
         for e in evals:
             if e.value is not None and not (isinstance(e.value, float) and math.isnan(e.value)):
-                m.statistic.labels(name, e.metric, e.scope).set(e.value)
+                series(m.statistic, name, e.metric, e.scope).set(e.value)
             if e.ci_low is not None and e.ci_high is not None:
-                m.statistic_ci.labels(name, e.metric, e.scope, "low").set(e.ci_low)
-                m.statistic_ci.labels(name, e.metric, e.scope, "high").set(e.ci_high)
+                series(m.statistic_ci, name, e.metric, e.scope, "low").set(e.ci_low)
+                series(m.statistic_ci, name, e.metric, e.scope, "high").set(e.ci_high)
             if e.p_value is not None:
-                m.statistic_p.labels(name, e.metric, e.scope).set(e.p_value)
+                series(m.statistic_p, name, e.metric, e.scope).set(e.p_value)
             if e.metric == "label_coverage" and e.value is not None:
-                m.label_coverage.labels(name).set(e.value)
+                series(m.label_coverage, name).set(e.value)
         for r in self.cfg.rules:
             for e in evals:
                 if e.metric == r.metric and "=" not in e.scope:
                     if r.warn is not None:
-                        m.threshold.labels(name, e.metric, e.scope, "warn").set(r.warn)
+                        series(m.threshold, name, e.metric, e.scope, "warn").set(r.warn)
                     if r.alert is not None:
-                        m.threshold.labels(name, e.metric, e.scope, "alert").set(r.alert)
+                        series(m.threshold, name, e.metric, e.scope, "alert").set(r.alert)
                     if r.scope == "feature" and e.status == "alert":
                         drifted += 1
-        m.drifted_features.labels(name).set(drifted)
+        series(m.drifted_features, name).set(drifted)
 
     # -- state -------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
