@@ -515,7 +515,8 @@ class KafkaBroker:
         jvm = [java, "-Xmx768m", "-Xms256m", "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={log4j}", "-cp", cp]
         cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        fmt = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props),
+        # "=" form: an id starting with "-" (1 in 64) would otherwise read as an option
+        fmt = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster}", "-c", str(props),
                                     "--standalone"], capture_output=True, text=True, timeout=120)
         if fmt.returncode != 0:
             raise RuntimeError(f"kafka storage format failed: {(fmt.stderr or fmt.stdout)[-500:]}")

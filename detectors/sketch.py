@@ -15,6 +15,7 @@ a running sum (add the new pane, subtract the evicted one). Each has a vectorise
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numba
@@ -267,6 +268,43 @@ class HistogramBank(_Additive):
         return b
 
 
+class StrCodes:
+    """Maps values to integer codes by their ``str()``, remembering the codes of str values.
+
+    ``code_of(str(v))`` decides; a batch is coded by one C-level dict lookup per value
+    (``map(dict.get, ...)``) once its strings have been seen. Only ``str`` values are
+    remembered: 1, 1.0 and True hash alike but ``str()`` names them differently. At most
+    ``limit`` strings are kept, so a high-cardinality stream cannot grow it without bound.
+    """
+
+    _MISS = np.iinfo(np.int64).min
+
+    def __init__(self, code_of, limit: int = 4096):
+        self._code_of = code_of
+        self._limit = int(limit)
+        self._known: dict[str, int] = {}
+
+    def codes(self, values: np.ndarray) -> np.ndarray:
+        arr = np.asarray(values, dtype=object).ravel()
+        out = np.fromiter(map(self._known.get, arr, repeat(self._MISS, arr.size)), dtype=np.int64, count=arr.size)
+        miss = out == self._MISS
+        if miss.any():
+            sub = arr[miss]
+            uniq, inverse = np.unique(sub.astype(str), return_inverse=True)
+            code = np.array([self._code_of(u) for u in uniq], dtype=np.int64)
+            out[miss] = code[inverse]
+            known = self._known
+            for v, c in zip(sub.tolist(), out[miss].tolist(), strict=True):
+                if type(v) is str and len(known) < self._limit:
+                    known[v] = c
+        return out
+
+
+# One StrCodes per vocabulary, shared by every sketch over it (a pane's sketches are new
+# each pane; the codes of a vocabulary's strings are not).
+_VOCAB_CODES: dict[tuple[str, ...], StrCodes] = {}
+
+
 class CategoryCounts(_Additive):
     """Counts over a fixed vocabulary plus an ``unseen`` bucket; None/NaN/"" are missing."""
 
@@ -290,15 +328,16 @@ class CategoryCounts(_Additive):
         return int(self.counts.sum()) + int(self.unseen)
 
     def index_of(self, values: np.ndarray) -> np.ndarray:
-        """Vocabulary index per value: -1 unseen, -2 missing (one dict lookup per distinct value)."""
+        """Vocabulary index per value: -1 unseen, -2 missing (by ``str(value)``)."""
         arr = np.asarray(values, dtype=object).ravel()
         if arr.size == 0:
             return np.zeros(0, dtype=np.int64)
-        uniq, inverse = np.unique(arr.astype(str), return_inverse=True)
-        code = np.empty(uniq.size, dtype=np.int64)
-        for k, u in enumerate(uniq):
-            code[k] = -2 if u in ("None", "nan", "") else self._index.get(u, -1)
-        return code[inverse]
+        key = tuple(self.categories)
+        codes = _VOCAB_CODES.get(key)
+        if codes is None:
+            index = self._index
+            codes = _VOCAB_CODES[key] = StrCodes(lambda u: -2 if u in ("None", "nan", "") else index.get(u, -1))
+        return codes.codes(arr)
 
     def update(self, values: np.ndarray) -> None:
         self.update_codes(self.index_of(values))

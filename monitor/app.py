@@ -51,6 +51,11 @@ __all__ = ["App", "main", "kafka_security", "EVALUATIONS_SCHEMA"]
 
 log = logging.getLogger("driftline.app")
 
+#: With the fetch process, the App's consumer only keeps the group (heartbeats run on
+#: kafka-python's own thread): polling it this often is enough, and a revocation waits
+#: at most this long for its listener.
+_GROUP_POLL_SECONDS = 0.1
+
 EVALUATIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
     model TEXT NOT NULL, window_end REAL NOT NULL, metric TEXT NOT NULL, scope TEXT NOT NULL,
@@ -153,6 +158,7 @@ class App:
         self._epochs: dict[TopicPartition, int] = {}
         self._epoch = 0
         self._highwater: dict[TopicPartition, int] = {}
+        self._group_polled = 0.0
         self.producer: KafkaProducer | None = None
         self.scheduler = BackgroundScheduler(daemon=True)
 
@@ -396,7 +402,10 @@ class App:
             # group membership and rebalance callbacks only (this consumer's partitions are
             # paused); it waits only while a join is under way and nothing is assigned
             wait = k.poll_timeout_ms if not self.assigned else 0
-            self.consumer.poll(timeout_ms=wait)
+            now = time.monotonic()
+            if wait or now - self._group_polled >= _GROUP_POLL_SECONDS:
+                self.consumer.poll(timeout_ms=wait)
+                self._group_polled = now
             chunks = self.fetcher.take((k.poll_timeout_ms - wait) / 1000.0, k.max_poll_records)
         else:
             records = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=k.max_poll_records)

@@ -42,14 +42,17 @@ def hash_ids(ids: list[str]) -> np.ndarray:
     """
     if not ids:
         return np.zeros(0, dtype=np.uint64)
-    enc = [s.encode() if isinstance(s, str) else str(s).encode() for s in ids]
+    try:
+        enc = list(map(str.encode, ids))  # C-level loop: the decoder hands over str ids
+    except TypeError:
+        enc = [s.encode() if isinstance(s, str) else str(s).encode() for s in ids]
     raw = np.array(enc, dtype=bytes)
     width = raw.dtype.itemsize
     padded = (width + 7) // 8 * 8
     if padded != width:
         raw = raw.astype(f"S{padded}")
     words = raw.view(np.uint64).reshape(len(ids), padded // 8)
-    length = np.fromiter((len(b) for b in enc), dtype=np.uint64, count=len(enc))
+    length = np.fromiter(map(len, enc), dtype=np.uint64, count=len(enc))
     n_words = (length + np.uint64(7)) // np.uint64(8)
     h = np.full(len(ids), 0xCBF29CE484222325, dtype=np.uint64)
     prime = np.uint64(0x100000001B3)
@@ -263,6 +266,12 @@ class RecordDecoder:
         indexed = envs if (envs and isinstance(envs[0], tuple)) else list(enumerate(envs))
         g = self._pred_get
         by_model: dict[str, list[tuple[int, Any]]] = {}
+        if indexed:
+            # the common case, one known model and every id present, without a per-record loop
+            models = set(map(g["model"], (e for _, e in indexed)))
+            if len(models) == 1 and (model := next(iter(models))) in self.models and \
+                    all(pid is not None for pid in map(g["prediction_id"], (e for _, e in indexed))):
+                by_model[model], indexed = indexed, []
         for i, e in indexed:
             model = g["model"](e)
             if model not in self.models:

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from detectors.performance import LOSS_COLUMNS, REGRESSION_COLUMNS, loss_columns, regression_columns
-from detectors.sketch import CategoryCounts, ConfusionCounts, HistogramBank, Moments, ScoreHistogram
+from detectors.sketch import (
+    CategoryCounts,
+    ConfusionCounts,
+    HistogramBank,
+    Moments,
+    ScoreHistogram,
+    StrCodes,
+)
 
 __all__ = ["Layout", "Pane", "RowSample", "window_sample", "LOSS_QUANTUM"]
 
@@ -43,6 +50,7 @@ class Layout:
 
     def __post_init__(self) -> None:
         self._sens_index = [{g: k for k, g in enumerate(vocab)} for vocab in self.groups]
+        self._sens_codes = [StrCodes(lambda u, idx=idx: idx.get(u, -1)) for idx in self._sens_index]
         self.scopes: list[tuple[str, list[str], list[int]]] = []
         for a, vocab in zip(self.sensitive, self.groups, strict=True):
             self.scopes.append((a, list(vocab), [self.sensitive.index(a)]))
@@ -58,10 +66,7 @@ class Layout:
         n = len(sensitive[0]) if sensitive else 0
         out = np.full((n, len(self.sensitive)), -1, dtype=np.int64)
         for j, values in enumerate(sensitive):
-            idx = self._sens_index[j]
-            uniq, inv = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
-            code = np.array([idx.get(u, -1) for u in uniq], dtype=np.int64)
-            out[:, j] = code[inv]
+            out[:, j] = self._sens_codes[j].codes(values)
         return out
 
     def scope_codes(self, codes: np.ndarray) -> list[np.ndarray]:
