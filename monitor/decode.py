@@ -213,6 +213,7 @@ class RecordDecoder:
         self._label_list = msgspec.json.Decoder(list[self._label_type])
         self._label_one = msgspec.json.Decoder(self._label_type)
         self._feature_dec: dict[str, tuple[msgspec.json.Decoder, list[str], list[str]]] = {}
+        self._columns: dict[str, tuple[Any, list[Any]]] = {}
         self._sensitive_dec: dict[str, msgspec.json.Decoder] = {}
         for m in models:
             num = [f.name for f in m.features if f.type == "numeric"]
@@ -224,6 +225,8 @@ class RecordDecoder:
             )
             # `| None`: an absent or null object decodes to None (then an all-missing row)
             self._feature_dec[m.name] = (msgspec.json.Decoder(list[ftype | None]), num, cat)
+            self._columns[m.name] = (operator.attrgetter(*num) if num else None,
+                                     [operator.attrgetter(c) for c in cat])
             stype = msgspec.defstruct(
                 f"Sensitive_{len(self._sensitive_dec)}", [(a, _SCALAR, None) for a in m.sensitive], kw_only=True
             )
@@ -319,26 +322,26 @@ class RecordDecoder:
         n = len(items)
         if n == 0:
             return None, failures
-        # one C-level tuple per record, then column slices (numeric fields come first)
-        table = np.array([msgspec.structs.astuple(f) for f in feats], dtype=object).reshape(n, len(num) + len(cat))
-        numeric = table[:, : len(num)]
-        numeric = np.where(numeric == None, math.nan, numeric).astype(np.float64)  # noqa: E711 - elementwise
-        categorical = [table[:, len(num) + j] for j in range(len(cat))]
-        sensitive = [np.array([getattr(s, a) for s in sens], dtype=object) for a in cfg.sensitive]
+        # columns by C-level getters; numpy reads None as NaN in a float64 array
+        num_get, cat_get = self._columns[model]
+        numeric = (np.array(list(map(num_get, feats)), dtype=np.float64).reshape(n, len(num)) if num
+                   else np.zeros((n, 0), dtype=np.float64))
+        categorical = [np.array(list(map(get, feats)), dtype=object) for get in cat_get]
+        sensitive = [np.array(list(map(operator.attrgetter(a), sens)), dtype=object) for a in cfg.sensitive]
         envs = [e for _, e, _ in items]
         score = (
-            np.array([math.nan if (v := g["score"](e)) is None else v for e in envs], dtype=np.float64)
+            np.array(list(map(g["score"], envs)), dtype=np.float64)
             if "score" in g
             else np.full(n, math.nan)
         )
-        predicted = self._classes_of(cfg, [g["predicted"](e) for e in envs] if "predicted" in g else [None] * n)
+        predicted = self._classes_of(cfg, list(map(g["predicted"], envs)) if "predicted" in g else [None] * n)
         if cfg.task == "binary":
             missing = predicted < 0
             if missing.any():
                 thr = cfg.decision_threshold
                 from_score = np.where(np.isnan(score), -1, (score >= thr).astype(np.int64))
                 predicted = np.where(missing, from_score, predicted)
-        ids = [str(g["prediction_id"](e)) for e in envs]
+        ids = _strings(list(map(g["prediction_id"], envs)))
         mv = g.get("model_version")
         batch = PredictionBatch(
             model=model,
@@ -350,7 +353,7 @@ class RecordDecoder:
             score=score,
             predicted=predicted,
             sensitive=sensitive,
-            model_version=[None if mv is None or mv(e) is None else str(mv(e)) for e in envs],
+            model_version=[None] * n if mv is None else _strings(list(map(mv, envs)), keep_none=True),
         )
         return batch, failures
 
@@ -403,6 +406,8 @@ class RecordDecoder:
         """Class index per value: binary accepts 0/1/true/false; multiclass names or indices."""
         if cfg.task == "regression":
             return np.full(len(values), -1, dtype=np.int64)
+        if all(v is None for v in values):
+            return np.full(len(values), -1, dtype=np.int64)  # no predicted field: from the score
         names = [str(c) for c in cfg.classes] if cfg.classes else []
         lookup = {n: k for k, n in enumerate(names)}
         n_classes = len(names) if names else 2
@@ -509,6 +514,13 @@ class RecordDecoder:
 
 
 _BAD = object()
+
+
+def _strings(values: list[Any], keep_none: bool = False) -> list[Any]:
+    """``str`` of each value (None kept when ``keep_none``); no copy when all are str already."""
+    if all(type(v) is str for v in values):
+        return values
+    return [None if (keep_none and v is None) else str(v) for v in values]
 _NULL = msgspec.Raw(b"null")
 
 
