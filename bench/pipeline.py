@@ -20,8 +20,12 @@ Every figure is printed next to a baseline measured in the same run:
    ``fetch_max_wait_ms=10`` on both sides (CPU bound: the monitor's own cost) and once
    with kafka-python's defaults as the App ships them, both with the App's default
    ``kafka.fetch_process = true`` (fetching and record parsing in a second process);
-   a third figure is the App in one process (``fetch_process = false``). The monitor's
-   main-thread CPU per stage is reported with each. Skipped, with the reason in the
+   a third figure is the App in one process (``fetch_process = false``). With 10 ms both
+   sides run twice (the baseline before and after the monitor, so a broker still warming
+   up cannot flatter the monitor) and the best run of each counts. The monitor's CPU per
+   stage (main thread, and the fetch process) is reported with each; CPU rates count both
+   of the monitor's processes. The App tunes its process's garbage collector; the bench
+   restores CPython's defaults before each baseline run. Skipped, with the reason in the
    output, when Java or the jars are missing.
 
 Run: ``.venv/bin/python bench/pipeline.py`` (about 2-3 minutes). Options: ``--quick``
@@ -784,6 +788,8 @@ dir = "{(tmp / 'reports').as_posix()}"
         one = _consume_app(bootstrap, one_process, tmp, total, FAST_FETCH)
         log("kafka: kafka-python + orjson again")
         after = _consume_plain(bootstrap, names, total, orjson.loads, FAST_FETCH)
+        log("kafka: the whole monitor again")
+        app_again = _consume_app(bootstrap, config, tmp, total, FAST_FETCH)
         # All records again: the default wait stalls the consumer once one topic is read to
         # its end while the other still has a backlog, which is what a catching-up monitor sees.
         log("kafka: both again with kafka-python's default fetch wait")
@@ -796,22 +802,26 @@ dir = "{(tmp / 'reports').as_posix()}"
         broker.stop()
     return {
         "kafka_consume_records_per_second": _kafka_figure(
-            app, [before, after], total, "kafka-python defaults + fetch_max_wait_ms=10, on both sides"),
+            [app, app_again], [before, after], total, "kafka-python defaults + fetch_max_wait_ms=10, on both sides"),
         "kafka_consume_records_per_second_default_fetch_wait": _kafka_figure(
-            app_default, [plain_default], total,
+            [app_default], [plain_default], total,
             "kafka-python defaults (fetch_max_wait_ms=500) as monitor.app ships them, on both sides"),
         "kafka_consume_records_per_second_one_process": _kafka_figure(
-            one, [before, after], total, "kafka.fetch_process = false; fetch_max_wait_ms=10 on both sides"),
+            [one], [before, after], total, "kafka.fetch_process = false; fetch_max_wait_ms=10 on both sides"),
     }
 
 
-def _kafka_figure(app: dict[str, Any], plain_runs: list[dict[str, float]], records: int, settings: str) -> dict:
+def _kafka_figure(app_runs: list[dict[str, Any]], plain_runs: list[dict[str, float]], records: int,
+                  settings: str) -> dict:
+    # the best run of each side (the same number of runs on both where both repeat)
+    app = max(app_runs, key=lambda r: r["records"] / r["wall"])
     plain = max(plain_runs, key=lambda r: r["records"] / r["wall"])
     rate, base = app["records"] / app["wall"], plain["records"] / plain["wall"]
     return figure(
         rate, "records/s (wall)", base,
         "kafka-python poll loop + orjson.loads, same topics" + (f" (best of {len(plain_runs)})" if len(plain_runs) > 1 else ""),
         target=">= 0.80 of kafka-python alone", met=rate >= 0.8 * base, records=records, consumer_settings=settings,
+        value_runs=[round(r["records"] / r["wall"]) for r in app_runs],
         baseline_runs=[round(r["records"] / r["wall"]) for r in plain_runs],
         cpu_value=app["records"] / app["cpu"], cpu_baseline=plain["records"] / plain["cpu"],
         cpu_ratio=(app["records"] / app["cpu"]) / (plain["records"] / plain["cpu"]),
