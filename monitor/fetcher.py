@@ -69,7 +69,11 @@ def fetcher_main(conn: Connection) -> None:
     settings travel over the pipe, never on the command line, as they can hold secrets.
     """
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the App decides when to stop (SIGTERM/Ctrl-C go to it)
+    # The App decides when this process stops (its "stop", EOF on the pipe, or the parent
+    # death signal): Ctrl-C or a SIGTERM sent to the whole process group must not end it
+    # before the App's graceful stop has taken its last batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         settings, max_records, poll_timeout_ms = conn.recv()
     except EOFError:
