@@ -126,7 +126,7 @@ class Topics:
 
 def config_text(case: Case, *, bootstrap: str, topics: Topics, group_id: str, state_dir: Path,
                 window_panes: int = 5, checkpoint_seconds: float = 0.5, idle_close_seconds: float = 3600.0,
-                max_poll_records: int = 500) -> str:
+                max_poll_records: int = 500, fetch_process: bool = True) -> str:
     """A complete config for ``driftline run``: short group timeouts, HTTP on a free port."""
     state_dir.mkdir(parents=True, exist_ok=True)
     head = f"""
@@ -137,6 +137,7 @@ session_timeout_ms = 6000
 heartbeat_interval_ms = 1000
 max_poll_records = {max_poll_records}
 poll_timeout_ms = 200
+fetch_process = {str(fetch_process).lower()}
 [topics]
 predictions = "{topics.predictions}"
 labels = "{topics.labels}"

@@ -129,9 +129,11 @@ def test_end_to_end_alert_on_the_alerts_topic_health_and_graceful_stop(broker, t
 
 
 # -- 2. poison records -----------------------------------------------------------------------------
-def test_poison_records_reach_the_dead_letter_topic_and_the_stream_goes_on(broker, tmp_path):
+@pytest.mark.parametrize("fetch_process", [True, False], ids=["fetch-process", "one-process"])
+def test_poison_records_reach_the_dead_letter_topic_and_the_stream_goes_on(broker, tmp_path, fetch_process):
+    # both ways of reading Kafka: the fetch process (default) and kafka.fetch_process = false
     case = make_case(tmp_path, minutes=16, rate=3.0, seed=5, label_share=0.5)
-    bootstrap, topics, state_dir, cfg = _setup(broker, tmp_path, case, "poison")
+    bootstrap, topics, state_dir, cfg = _setup(broker, tmp_path, case, "poison", fetch_process=fetch_process)
     cut = 8 * 60.0
     prod = Producer(bootstrap)
     prod.send(topics.predictions, [r for r in case.preds if r["timestamp"] < START + cut])
