@@ -807,12 +807,13 @@ dir = "{(tmp / 'reports').as_posix()}"
             [app_default], [plain_default], total,
             "kafka-python defaults (fetch_max_wait_ms=500) as monitor.app ships them, on both sides"),
         "kafka_consume_records_per_second_one_process": _kafka_figure(
-            [one], [before, after], total, "kafka.fetch_process = false; fetch_max_wait_ms=10 on both sides"),
+            [one], [before, after], total, "kafka.fetch_process = false; fetch_max_wait_ms=10 on both sides",
+            target=False),  # informational: the one-core configuration
     }
 
 
 def _kafka_figure(app_runs: list[dict[str, Any]], plain_runs: list[dict[str, float]], records: int,
-                  settings: str) -> dict:
+                  settings: str, target: bool = True) -> dict:
     # the best run of each side (the same number of runs on both where both repeat)
     app = max(app_runs, key=lambda r: r["records"] / r["wall"])
     plain = max(plain_runs, key=lambda r: r["records"] / r["wall"])
@@ -820,7 +821,8 @@ def _kafka_figure(app_runs: list[dict[str, Any]], plain_runs: list[dict[str, flo
     return figure(
         rate, "records/s (wall)", base,
         "kafka-python poll loop + orjson.loads, same topics" + (f" (best of {len(plain_runs)})" if len(plain_runs) > 1 else ""),
-        target=">= 0.80 of kafka-python alone", met=rate >= 0.8 * base, records=records, consumer_settings=settings,
+        target=">= 0.80 of kafka-python alone" if target else "", met=rate >= 0.8 * base, records=records,
+        consumer_settings=settings,
         value_runs=[round(r["records"] / r["wall"]) for r in app_runs],
         baseline_runs=[round(r["records"] / r["wall"]) for r in plain_runs],
         cpu_value=app["records"] / app["cpu"], cpu_baseline=plain["records"] / plain["cpu"],
