@@ -13,7 +13,6 @@ acts on, so pipeline state is touched by one thread only.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import signal
@@ -159,6 +158,8 @@ class App:
         self._epoch = 0
         self._highwater: dict[TopicPartition, int] = {}
         self._group_polled = 0.0
+        self._broken = False  # the loop raised mid-batch: never checkpoint again (poll_once)
+        self._closing = False
         self.producer: KafkaProducer | None = None
         self.scheduler = BackgroundScheduler(daemon=True)
 
@@ -290,7 +291,7 @@ class App:
                 self.pipeline.drop_partition(tp.partition)
             self.positions.pop((tp.topic, tp.partition), None)
             self._epochs.pop(tp, None)
-        if self.fetcher is not None:
+        if self.fetcher is not None and not self._closing:  # a stopped fetcher reads nothing
             self.fetcher.revoke([(tp.topic, tp.partition) for tp in revoked])
 
     def _on_lost(self, lost) -> None:
@@ -307,7 +308,7 @@ class App:
         self.positions = {}
         for tp in lost:
             self._epochs.pop(tp, None)
-        if self.fetcher is not None:
+        if self.fetcher is not None and not self._closing:
             self.fetcher.revoke([(tp.topic, tp.partition) for tp in lost])
         starts = {}
         for tp in sorted(self.assigned, key=lambda t: (t.topic, t.partition)):
@@ -343,6 +344,8 @@ class App:
         """Start (or restart) reading partitions at offsets, "earliest"/"latest", or None
         (where the consumer stands: the group's committed offset, else auto_offset_reset)."""
         if self.fetcher is not None:
+            if self._closing:
+                return  # a stopped fetcher reads nothing
             cmd = {}
             for tp, start in starts.items():
                 self._epoch += 1
@@ -397,6 +400,16 @@ class App:
         return 0
 
     def poll_once(self) -> None:
+        try:
+            self._poll_once()
+        except BaseException:
+            # Part of a batch may be in the pipeline while its offset is not in positions:
+            # that state must never be checkpointed (kafka-python's close() runs the revoke
+            # listener, which would). The last checkpoint stands; a restart resumes from it.
+            self._broken = True
+            raise
+
+    def _poll_once(self) -> None:
         k = self.config.kafka
         if self.fetcher is not None:
             # group membership and rebalance callbacks only (this consumer's partitions are
@@ -489,6 +502,10 @@ class App:
         self._checkpoint_due.clear()
         if self.consumer is None:
             return
+        if self._broken:
+            log.warning("not checkpointing: the poll loop failed part way through a batch; "
+                        "the last checkpoint stands and a restart resumes from it")
+            return
         if self.producer is not None:
             self.producer.flush(timeout=30)
         out = self.pipeline.drain()
@@ -558,19 +575,26 @@ class App:
         return msgspec.structs.replace(t, details={**t.details, "report_url": url})
 
     def close(self) -> None:
-        self.report_pool.shutdown(wait=True, cancel_futures=False)
-        with contextlib.suppress(Exception):  # not started when run() failed early
-            self.scheduler.shutdown(wait=False)
-        self.deliverer.stop()
-        if self.http is not None:
-            self.http.stop()
-        if self.consumer is not None:
-            self.consumer.close(autocommit=False)
-        if self.fetcher is not None:
-            self.fetcher.stop()
-        if self.producer is not None:
-            self.producer.close(timeout=10)
-        self.audit.close()
+        """Stop everything, each step even when an earlier one failed (a failed step is
+        logged): a dead fetch process must not leave the producer or the audit log open."""
+        self._closing = True
+        steps = [
+            ("report pool", lambda: self.report_pool.shutdown(wait=True, cancel_futures=False)),
+            # not started when run() failed early
+            ("scheduler", lambda: self.scheduler.running and self.scheduler.shutdown(wait=False)),
+            ("deliverer", self.deliverer.stop),
+            ("HTTP server", lambda: self.http is not None and self.http.stop()),
+            # before the consumer: kafka-python's close() runs the rebalance listener
+            ("fetch process", lambda: self.fetcher is not None and self.fetcher.stop()),
+            ("consumer", lambda: self.consumer is not None and self.consumer.close(autocommit=False)),
+            ("producer", lambda: self.producer is not None and self.producer.close(timeout=10)),
+            ("audit log", self.audit.close),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - the remaining steps must still run
+                log.exception("closing the %s failed", what)
 
 
 def _iso(ts: float) -> str:
