@@ -135,7 +135,15 @@ def fetcher_main(conn: Connection) -> None:
                 keys = [r.key for r in recs]
                 chunk = ("records", tp.topic, tp.partition, ep, [r.offset for r in recs], [r.value for r in recs],
                          keys if any(k is not None for k in keys) else None, consumer.highwater(tp))
-                out.put(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+                msg = pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+                # a full queue waits for the App; a gone App (the sender failed) ends the wait,
+                # also where no parent-death signal exists (not Linux)
+                while not failed.is_set():
+                    try:
+                        out.put(msg, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
     except EOFError:
         return  # the App is gone
     except BaseException as exc:  # noqa: BLE001 - reported to the App, which stops with it
