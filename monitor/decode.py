@@ -297,9 +297,9 @@ class RecordDecoder:
         cfg = self.models[model]
         g = self._pred_get
         failures: list[Failure] = []
-        times = self._times_fast([e for _, e in items])
+        times = self._plain_times(list(map(g["timestamp"], (e for _, e in items))))
         if times is not None:
-            items = [(i, e, t) for (i, e), t in zip(items, times, strict=True)]
+            items = [(i, e, t) for (i, e), t in zip(items, times.tolist(), strict=True)]
         else:
             ts_ok = []
             for i, e in items:
@@ -357,20 +357,18 @@ class RecordDecoder:
         )
         return batch, failures
 
-    def _times_fast(self, envs: list[Any]) -> list[float] | None:
-        """Event times of a batch in one vectorised pass when all are plain numbers in range
-        (the common case); None sends the batch through the per-record checks."""
-        if self._unit == "iso" or not envs:
-            return None
-        times = list(map(self._pred_get["timestamp"], envs))
-        if not all(type(t) is float or type(t) is int for t in times):
+    def _plain_times(self, times: list[Any]) -> np.ndarray | None:
+        """Event times in seconds, in one vectorised pass, when every one is a plain number in
+        range (the common case); None sends the batch through the per-record checks
+        (``_seconds``), which name the bad ones."""
+        if self._unit == "iso" or not times or not all(type(t) is float or type(t) is int for t in times):
             return None
         ts = np.array(times, dtype=np.float64)
         if self._unit == "ms":
             ts /= 1000.0
         if not (ts.min() >= 0.0 and ts.max() <= time.time() + MAX_FUTURE_SECONDS):
             return None
-        return ts.tolist()
+        return ts
 
     def _decode_parts(self, dec, raws, items, path) -> tuple[list[Any], list[Failure]]:
         """Decode the raw sub-objects (features or sensitive) of many records in one call.
@@ -474,24 +472,19 @@ class RecordDecoder:
     def _labels_fast(self, indexed: list[tuple[int, Any]], failures: list[Failure]) -> tuple[LabelBatch, list[Failure]] | None:
         """Columns straight from the structs when every label is a plain number with an id and
         a numeric time (the common case); None sends the batch through the checking loop."""
-        if failures or self._unit == "iso" or not indexed:
+        if failures or not indexed:
             return None
         g = self._label_get
         envs = [e for _, e in indexed]
         pids = list(map(g["prediction_id"], envs))
         raws = list(map(g["label"], envs))
-        times = list(map(g["timestamp"], envs))
-        if None in pids or None in times or not all(type(r) is int or type(r) is float for r in raws):
+        if None in pids or not all(type(r) is int or type(r) is float for r in raws):
             return None
-        if not all(type(t) is int or type(t) is float for t in times):
-            return None
+        ts = self._plain_times(list(map(g["timestamp"], envs)))
+        if ts is None:
+            return None  # the checking loop names the bad timestamps
         models = list(map(g["model"], envs)) if "model" in g else [None] * len(envs)
         ids = [str(p) for p in pids]
-        ts = np.array(times, dtype=np.float64)
-        if self._unit == "ms":
-            ts /= 1000.0
-        if ts.min() < 0.0 or ts.max() > time.time() + MAX_FUTURE_SECONDS:
-            return None  # the checking loop names the bad timestamps
         batch = LabelBatch(ids=ids, keys=hash_ids(ids), ts=ts, label=np.array(raws, dtype=np.float64), model=models)
         return batch, []
 
@@ -521,6 +514,8 @@ def _strings(values: list[Any], keep_none: bool = False) -> list[Any]:
     if all(type(v) is str for v in values):
         return values
     return [None if (keep_none and v is None) else str(v) for v in values]
+
+
 _NULL = msgspec.Raw(b"null")
 
 

@@ -24,7 +24,6 @@ epoch, so records fetched before a revoke, a loss or a seek can never be counted
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import pickle
 import queue
@@ -41,7 +40,6 @@ from typing import Any
 
 __all__ = ["FetchProcess", "Chunk", "fetcher_main"]
 
-log = logging.getLogger("driftline.fetcher")
 
 Chunk = tuple[str, int, int, list[int], list[bytes], list[bytes | None] | None, int | None]
 
@@ -221,12 +219,11 @@ class FetchProcess:
         """Chunks that arrived: waits up to ``timeout`` for the first, then takes what is
         there without waiting, up to about ``max_records`` records."""
         try:
-            first = self._in.get(timeout=timeout)
+            msg = self._in.get(timeout=timeout)
         except queue.Empty:
             return []
         out: list[Chunk] = []
         n = 0
-        msg = first
         while True:
             if msg[0] == "records":
                 out.append(msg[1:])

@@ -49,8 +49,7 @@ class Layout:
     sample_per_pane: int = 0  # rows kept per pane for evidence reports (0: none)
 
     def __post_init__(self) -> None:
-        self._sens_index = [{g: k for k, g in enumerate(vocab)} for vocab in self.groups]
-        self._sens_codes = [StrCodes(lambda u, idx=idx: idx.get(u, -1)) for idx in self._sens_index]
+        self._sens_codes = [_group_codes(vocab) for vocab in self.groups]
         self.scopes: list[tuple[str, list[str], list[int]]] = []
         for a, vocab in zip(self.sensitive, self.groups, strict=True):
             self.scopes.append((a, list(vocab), [self.sensitive.index(a)]))
@@ -80,6 +79,12 @@ class Layout:
                 bad |= codes[:, i] < 0
             out.append(np.where(bad, -1, c))
         return out
+
+
+def _group_codes(vocabulary: list[str]) -> StrCodes:
+    """Codes of one sensitive attribute's groups by ``str(value)``; -1 outside the vocabulary."""
+    index = {g: k for k, g in enumerate(vocabulary)}
+    return StrCodes(lambda u: index.get(u, -1))
 
 
 class RowSample:
