@@ -1,0 +1,491 @@
+"""Where a model fails: error and selection counts per slice, and the slices that depart.
+
+A slice is one level of one dimension (a numeric feature's reference bin, a category, a
+sensitive group) or one combination of levels of a pair of dimensions. :class:`SliceCounts`
+keeps, per slice, joined outcomes and errors and predictions and positive predictions; it
+is a fixed array of cells set by the layout, so a pane costs the same memory whatever its
+traffic, and panes merge and subtract exactly. :func:`rank_slices` orders the slices by
+their share of a drop, ``(slice rate - rest-of-window rate) x slice share``, each with a
+Newcombe interval, a two-proportion z-test and Benjamini-Hochberg q-value across the
+slices; :func:`degraded_subgroup` is the standing rule's statistic, the interval bound of
+the worst significant slice, which can fire while the global metric looks fine.
+
+Below, all the excess errors are in one region x channel cell, so that cell, its region
+and its channel have nearly the same contribution; the pair comes first because the
+region and the channel without it do not depart from the rest.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(7)
+>>> codes = np.column_stack([rng.integers(0, 3, 20000), rng.integers(0, 2, 20000)])
+>>> bad = (codes[:, 0] == 2) & (codes[:, 1] == 1)
+>>> errors = rng.random(20000) < np.where(bad, 0.3, 0.1)
+>>> sc = SliceCounts(["region", "channel"], [["n", "s", "e"], ["web", "app"]], pairs=[(0, 1)])
+>>> sc.n_cells, sc.names[-1]
+(11, 'region=e&channel=app')
+>>> sc.update_outcomes(codes, errors)
+>>> for r in rank_slices(sc, top=3):
+...     print(r.name, r.significant, round(r.difference, 3), round(r.contribution, 4))
+region=e&channel=app True 0.193 0.0324
+region=e True 0.095 0.0319
+channel=app True 0.062 0.0313
+>>> value, worst = degraded_subgroup(sc)
+>>> worst.name, round(value, 3)
+('region=e&channel=app', 0.177)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from detectors._serde import check_state
+from detectors.intervals import newcombe_difference_interval, z_value
+from detectors.multiple_testing import benjamini_hochberg
+from detectors.sketch import _Additive
+
+__all__ = ["SliceCounts", "SliceResult", "rank_slices", "degraded_subgroup", "WHATS", "DIRECTIONS"]
+
+#: What a slice's rate is of: joined outcomes' errors, or predictions' positives.
+WHATS = ("error", "selection")
+#: Which departures count as harm: higher rate, lower rate, or both.
+DIRECTIONS = ("above", "below", "either")
+
+_COUNT_FIELDS = ("n_out", "err", "n_pred", "sel")
+
+
+class SliceCounts(_Additive):
+    """Per-slice counts of outcomes, errors, predictions and positive predictions.
+
+    Cells are every level of every dimension, then for each pair ``(i, j)`` of dimension
+    indices every ``(level_i, level_j)`` combination (level ``a`` of ``i`` and ``c`` of
+    ``j`` at ``offset + a * len(levels[j]) + c``). A code of -1 (missing, unseen) is in
+    no cell of its dimension but is in the totals, so the rest of a slice is everything
+    else in the window.
+    """
+
+    kind = "slice_counts"
+    version = 1
+    _fields = (*_COUNT_FIELDS, "total_out", "total_err", "total_pred", "total_sel")
+    _layout = ("dims", "levels", "pairs")
+
+    def __init__(
+        self,
+        dims: Sequence[str],
+        levels: Sequence[Sequence[str]],
+        pairs: Sequence[tuple[int, int]] = (),
+        max_cells: int = 20000,
+    ):
+        self.dims = [str(d) for d in dims]
+        self.levels = [[str(v) for v in lv] for lv in levels]
+        self.pairs = [(int(i), int(j)) for i, j in pairs]
+        self.max_cells = max_cells
+        if not self.dims:
+            raise ValueError("dims must name at least one dimension, got []")
+        if len(set(self.dims)) != len(self.dims):
+            raise ValueError(f"dims must be distinct, got {self.dims!r}")
+        if len(self.levels) != len(self.dims):
+            raise ValueError(
+                f"levels must give one list per dimension: {len(self.dims)} dims, "
+                f"{len(self.levels)} level lists"
+            )
+        for d, lv in zip(self.dims, self.levels, strict=True):
+            if not lv or len(set(lv)) != len(lv):
+                raise ValueError(f"levels of dimension {d!r} must be non-empty and distinct, got {lv!r}")
+        n_dims = len(self.dims)
+        seen: set[frozenset[int]] = set()
+        for i, j in self.pairs:
+            if not (0 <= i < n_dims and 0 <= j < n_dims) or i == j:
+                raise ValueError(
+                    f"pairs must be (i, j) with i != j indices into dims (0..{n_dims - 1}), got {(i, j)!r}"
+                )
+            if frozenset((i, j)) in seen:
+                # (i, j) and (j, i) hold the same events under two names.
+                raise ValueError(
+                    f"pairs lists dimensions {self.dims[min(i, j)]!r} and {self.dims[max(i, j)]!r} twice"
+                )
+            seen.add(frozenset((i, j)))
+        if isinstance(max_cells, bool) or not isinstance(max_cells, int | np.integer) or max_cells < 1:
+            raise ValueError(f"max_cells must be an integer >= 1, got {max_cells!r}")
+        self._build_index()
+        if self.n_cells > max_cells:
+            raise ValueError(
+                f"slice layout has {self.n_cells} cells ({self._n_single} single levels + "
+                f"{self.n_cells - self._n_single} pair combinations), more than "
+                f"max_cells={max_cells}; drop pairs or dimensions, or raise max_cells"
+            )
+        self._reset()
+
+    def _build_index(self) -> None:
+        nlev = np.array([len(lv) for lv in self.levels], dtype=np.int64)
+        self._nlev = nlev
+        self._single_off = np.concatenate([[0], np.cumsum(nlev)[:-1]]).astype(np.int64)
+        self._n_single = int(nlev.sum())
+        self._pi = np.array([i for i, _ in self.pairs], dtype=np.int64)
+        self._pj = np.array([j for _, j in self.pairs], dtype=np.int64)
+        sizes = nlev[self._pi] * nlev[self._pj]
+        self._pair_off = self._n_single + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.n_cells = self._n_single + int(sizes.sum())
+        if self.n_cells > self.max_cells:
+            return  # __init__ refuses the layout; spare building a huge index first
+        names = [f"{d}={v}" for d, lv in zip(self.dims, self.levels, strict=True) for v in lv]
+        parents = [np.zeros((0, 2), dtype=np.int64)]
+        for i, j in self.pairs:
+            li, lj = self.levels[i], self.levels[j]
+            names += [f"{self.dims[i]}={a}&{self.dims[j]}={c}" for a in li for c in lj]
+            a = np.repeat(np.arange(len(li)), len(lj))
+            c = np.tile(np.arange(len(lj)), len(li))
+            parents.append(np.column_stack([self._single_off[i] + a, self._single_off[j] + c]))
+        self.names = names
+        # The two single cells each pair cell lies in, for telling a slice apart from a
+        # more specific slice inside it (see rank_slices).
+        self._parents = np.concatenate(parents).astype(np.int64)
+
+    def _reset(self) -> None:
+        for f in _COUNT_FIELDS:
+            setattr(self, f, np.zeros(self.n_cells, dtype=np.int64))
+        self.total_out = 0
+        self.total_err = 0
+        self.total_pred = 0
+        self.total_sel = 0
+
+    # -- updates --------------------------------------------------------------------------
+    def _check_batch(self, codes: np.ndarray, flags: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+        c = np.asarray(codes)
+        f = np.asarray(flags)
+        if c.ndim != 2 or c.shape[1] != len(self.dims):
+            raise ValueError(f"codes must be an (n, {len(self.dims)}) array, got shape {c.shape}")
+        if c.shape[0] and not np.issubdtype(c.dtype, np.integer):
+            raise ValueError(f"codes must be integers, got dtype {c.dtype}")
+        if f.shape != (c.shape[0],):
+            raise ValueError(f"{what} must be an ({c.shape[0]},) array like codes' rows, got shape {f.shape}")
+        c = c.astype(np.int64, copy=False)
+        bad = (c < -1) | (c >= self._nlev)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(
+                f"codes of dimension {self.dims[col]!r} must be -1 (missing) or in "
+                f"0..{self._nlev[col] - 1}, got {int(c[row, col])} at row {int(row)}"
+            )
+        fi = f.astype(np.int64)
+        if np.any(fi != f) or np.any((fi != 0) & (fi != 1)):
+            raise ValueError(f"{what} must be 0/1 (or bool), got values outside {{0, 1}}")
+        return c, fi
+
+    def _count(self, codes: np.ndarray, flags: np.ndarray) -> np.ndarray:
+        """(n_cells, 2) counts of flag 0 and flag 1 per cell: one bincount for the batch."""
+        ci = codes[:, self._pi]
+        cj = codes[:, self._pj]
+        idx = np.concatenate([codes + self._single_off, ci * self._nlev[self._pj] + cj + self._pair_off], axis=1)
+        valid = np.concatenate([codes >= 0, (ci >= 0) & (cj >= 0)], axis=1)
+        # Cell and flag in one key keeps both counts exact integers in a single pass.
+        key = (idx * 2 + flags[:, None])[valid]
+        return np.bincount(key, minlength=2 * self.n_cells).reshape(self.n_cells, 2)
+
+    def update_outcomes(self, codes: np.ndarray, errors: np.ndarray) -> None:
+        """Joined outcomes: ``codes`` (n, n_dims) per event, ``errors`` 1 if misclassified."""
+        c, e = self._check_batch(codes, errors, "errors")
+        if c.shape[0] == 0:
+            return
+        k = self._count(c, e)
+        self.n_out += k.sum(axis=1)
+        self.err += k[:, 1]
+        self.total_out += int(c.shape[0])
+        self.total_err += int(e.sum())
+
+    def update_predictions(self, codes: np.ndarray, selected: np.ndarray) -> None:
+        """Every prediction: ``codes`` (n, n_dims), ``selected`` 1 if predicted positive."""
+        c, s = self._check_batch(codes, selected, "selected")
+        if c.shape[0] == 0:
+            return
+        k = self._count(c, s)
+        self.n_pred += k.sum(axis=1)
+        self.sel += k[:, 1]
+        self.total_pred += int(c.shape[0])
+        self.total_sel += int(s.sum())
+
+    # -- state ----------------------------------------------------------------------------
+    def copy(self) -> SliceCounts:
+        # The layout is never mutated, so a copy shares it and duplicates only the counts
+        # (a round trip through to_dict would rebuild tens of thousands of names).
+        out = object.__new__(SliceCounts)
+        out.__dict__.update(self.__dict__)
+        for f in _COUNT_FIELDS:
+            setattr(out, f, getattr(self, f).copy())
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "version": self.version,
+            "dims": list(self.dims),
+            "levels": [list(lv) for lv in self.levels],
+            "pairs": [[i, j] for i, j in self.pairs],
+            "max_cells": int(self.max_cells),
+            **{f: getattr(self, f).tolist() for f in _COUNT_FIELDS},
+            "total_out": int(self.total_out),
+            "total_err": int(self.total_err),
+            "total_pred": int(self.total_pred),
+            "total_sel": int(self.total_sel),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SliceCounts:
+        check_state(d, cls.kind)
+        out = cls(d["dims"], d["levels"], [tuple(p) for p in d["pairs"]], max_cells=int(d["max_cells"]))
+        for f in _COUNT_FIELDS:
+            arr = np.asarray(d[f], dtype=np.int64)
+            if arr.shape != (out.n_cells,):
+                raise ValueError(f"slice_counts state: {f} has shape {arr.shape}, layout has {out.n_cells} cells")
+            setattr(out, f, arr)
+        for f in ("total_out", "total_err", "total_pred", "total_sel"):
+            setattr(out, f, int(d[f]))
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"SliceCounts(dims={self.dims!r}, pairs={self.pairs!r}, n_cells={self.n_cells}, "
+            f"outcomes={self.total_out}, predictions={self.total_pred})"
+        )
+
+
+# ------------------------------------------------------------------------------ results
+
+
+def _json_num(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)
+
+
+def _num(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """One slice against the rest of the window.
+
+    ``rate`` is the slice's error (or selection) rate, ``rest_rate`` that of every other
+    event of the window; ``difference = rate - rest_rate`` with its Newcombe hybrid-score
+    interval; ``contribution = difference * share`` is the slice's part of the gap
+    between the window and what it would be at the rest's rate (``share = n / total``).
+    ``p_value`` is the pooled two-proportion z-test, ``q_value`` its BH-adjusted value
+    across the eligible slices, ``significant`` means ``q_value <= fdr``.
+    """
+
+    name: str
+    n: int
+    share: float
+    rate: float
+    rest_rate: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    contribution: float
+    p_value: float
+    q_value: float
+    significant: bool
+
+    kind = "slice_result"
+    version = 1
+    _FLOATS = ("share", "rate", "rest_rate", "difference", "ci_low", "ci_high", "contribution",
+               "p_value", "q_value")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "version": self.version, "name": self.name, "n": int(self.n)}
+        out.update({f: _json_num(getattr(self, f)) for f in self._FLOATS})
+        out["significant"] = bool(self.significant)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SliceResult:
+        check_state(dict(d), cls.kind)
+        return cls(
+            name=str(d["name"]),
+            n=int(d["n"]),
+            **{f: _num(d[f]) for f in cls._FLOATS},
+            significant=bool(d["significant"]),
+        )
+
+
+# ------------------------------------------------------------------------------ ranking
+
+
+def _check_args(counts, what, min_size, confidence, fdr, direction) -> None:
+    if not isinstance(counts, SliceCounts):
+        raise TypeError(f"counts must be a SliceCounts, got {type(counts).__name__}")
+    if what not in WHATS:
+        raise ValueError(f"what must be one of {list(WHATS)}, got {what!r}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {list(DIRECTIONS)}, got {direction!r}")
+    if isinstance(min_size, bool) or not isinstance(min_size, int | np.integer) or min_size < 1:
+        raise ValueError(f"min_size must be an integer >= 1, got {min_size!r}")
+    z_value(confidence)  # validates confidence
+    if not 0.0 < float(fdr) < 1.0:
+        raise ValueError(f"fdr must be in (0, 1), got {fdr!r}")
+
+
+def _cells(counts: SliceCounts, what: str, min_size: int, confidence: float, fdr: float) -> dict[str, Any]:
+    """Every statistic of every cell as arrays; NaN (and not significant) where ineligible."""
+    if what == "error":
+        x, n, total_x, total_n = counts.err, counts.n_out, counts.total_err, counts.total_out
+    else:
+        x, n, total_x, total_n = counts.sel, counts.n_pred, counts.total_sel, counts.total_pred
+    x = x.astype(np.float64)
+    n = n.astype(np.float64)
+    xr = total_x - x
+    nr = total_n - n
+    eligible = (n >= min_size) & (nr >= min_size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = x / n
+        rest = xr / nr
+        diff = rate - rest
+        pooled = total_x / total_n if total_n else np.nan
+        se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n + 1.0 / nr))
+        # A window with no errors (or only errors) has every rate equal: no evidence.
+        p = np.where(se > 0, 2.0 * stats.norm.sf(np.abs(diff) / se), 1.0)
+    low, high = newcombe_difference_interval(x, n, xr, nr, confidence)
+    p = np.where(eligible, p, np.nan)
+    _, q = benjamini_hochberg(p[eligible], alpha=fdr)
+    q_all = np.full(counts.n_cells, np.nan)
+    q_all[eligible] = q
+    return {
+        "x": x, "n": n, "total_x": float(total_x), "total_n": float(total_n),
+        "eligible": eligible, "rate": rate, "rest": rest, "diff": diff, "low": low, "high": high,
+        "share": n / total_n if total_n else np.full(counts.n_cells, np.nan),
+        "p": p, "q": q_all, "significant": eligible & (q_all <= fdr),
+    }
+
+
+def _in_direction(diff: np.ndarray, direction: str) -> np.ndarray:
+    if direction == "above":
+        return diff > 0
+    if direction == "below":
+        return diff < 0
+    return np.isfinite(diff)
+
+
+def _explainer(
+    counts: SliceCounts, s: dict[str, Any], candidate: np.ndarray, harm: np.ndarray, confidence: float
+) -> np.ndarray:
+    """Per cell, the pair cell inside it that explains its departure, or -1.
+
+    The contribution of ``region=r`` equals that of ``region=r&channel=c`` when all of
+    the region's excess errors are in that channel: contribution is excess events over
+    the window, whatever the slice's size. Ranking on it alone would order the region and
+    the pair by noise. A single slice is explained by a pair cell inside it when the pair
+    departs the same way and is significant, and the single slice without that pair does
+    not depart from the events outside the single slice (its Newcombe interval reaches
+    no-harm). Of several such pairs the most harmful explains it.
+    """
+    out = np.full(counts.n_cells, -1, dtype=np.int64)
+    parents = counts._parents
+    if parents.size == 0:
+        return out
+    child = np.repeat(np.arange(counts._n_single, counts.n_cells), 2)
+    parent = parents.ravel()
+    sign = np.sign(s["diff"])
+    keep = candidate[parent] & candidate[child] & (sign[parent] == sign[child])
+    parent, child = parent[keep], child[keep]
+    x, n = s["x"], s["n"]
+    rem_x, rem_n = x[parent] - x[child], n[parent] - n[child]
+    low, high = newcombe_difference_interval(
+        rem_x, rem_n, s["total_x"] - x[parent], s["total_n"] - n[parent], confidence
+    )
+    bound = np.where(sign[parent] > 0, low, -high)
+    with np.errstate(invalid="ignore"):
+        still = bound > 0
+    hit = (rem_n > 0) & ~still
+    parent, child = parent[hit], child[hit]
+    # Least harmful first, so that the assignment below leaves the most harmful pair.
+    order = np.lexsort((-child, harm[child]))
+    out[parent[order]] = child[order]
+    return out
+
+
+def _result(counts: SliceCounts, s: dict[str, Any], k: int) -> SliceResult:
+    return SliceResult(
+        name=counts.names[k],
+        n=int(s["n"][k]),
+        share=float(s["share"][k]),
+        rate=float(s["rate"][k]),
+        rest_rate=float(s["rest"][k]),
+        difference=float(s["diff"][k]),
+        ci_low=float(s["low"][k]),
+        ci_high=float(s["high"][k]),
+        contribution=float(s["diff"][k] * s["share"][k]),
+        p_value=float(s["p"][k]),
+        q_value=float(s["q"][k]),
+        significant=bool(s["significant"][k]),
+    )
+
+
+def rank_slices(
+    counts: SliceCounts,
+    what: str = "error",
+    min_size: int = 30,
+    confidence: float = 0.95,
+    fdr: float = 0.05,
+    top: int = 10,
+    direction: str = "above",
+) -> list[SliceResult]:
+    """The slices that depart most from the rest of the window, worst first.
+
+    ``what="error"`` ranks the error rate of joined outcomes, ``"selection"`` the
+    positive-prediction rate of all predictions. A slice is eligible when it and its rest
+    both have at least ``min_size`` events; q-values are BH across all eligible slices.
+    ``direction`` keeps slices above the rest (``"above"``, higher error), below it
+    (``"below"``, e.g. a selection-rate drop) or both (``"either"``, ranked by
+    ``|contribution|``). Order: significant slices first, largest harm first, except
+    that a single slice explained by a more specific significant pair inside it (see
+    :func:`_explainer`) comes right after that pair; then the rest.
+    """
+    _check_args(counts, what, min_size, confidence, fdr, direction)
+    if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
+        raise ValueError(f"top must be an integer >= 1, got {top!r}")
+    s = _cells(counts, what, min_size, confidence, fdr)
+    keep = s["eligible"] & _in_direction(s["diff"], direction)
+    if not keep.any():
+        return []
+    contribution = s["diff"] * s["share"]
+    harm = {"above": contribution, "below": -contribution, "either": np.abs(contribution)}[direction]
+    explainer = _explainer(counts, s, keep & s["significant"], harm, confidence)
+    explained = explainer >= 0
+    # An explained single slice is listed right after the pair that explains it, so the
+    # alert reads "this pair, and its region and channel only through it", instead of
+    # sinking below pairs that overlap the same cell by chance.
+    sort_harm = np.where(explained, harm[np.maximum(explainer, 0)], harm)
+    tier = np.where(s["significant"], 0, 1)
+    idx = np.flatnonzero(keep)
+    order = idx[np.lexsort((idx, s["p"][idx], explained[idx], -sort_harm[idx], tier[idx]))]
+    return [_result(counts, s, int(k)) for k in order[:top]]
+
+
+def degraded_subgroup(
+    counts: SliceCounts,
+    what: str = "error",
+    min_size: int = 30,
+    confidence: float = 0.95,
+    fdr: float = 0.05,
+    direction: str = "above",
+) -> tuple[float, SliceResult | None]:
+    """The standing degraded-subgroup statistic and the slice behind it.
+
+    Among significant slices departing in ``direction``, the largest bound of the
+    difference interval nearest to no harm: ``ci_low`` above the rest, ``-ci_high``
+    below it (so the value grows with the harm either way), clipped at 0. Returns
+    ``(0.0, None)`` when no slice is significant. Unlike the contribution, the bound
+    favours the most concentrated slice, which is what a subgroup rule is after.
+    """
+    _check_args(counts, what, min_size, confidence, fdr, direction)
+    s = _cells(counts, what, min_size, confidence, fdr)
+    keep = s["significant"] & _in_direction(s["diff"], direction)
+    if not keep.any():
+        return 0.0, None
+    bound = np.where(s["diff"] > 0, s["low"], -s["high"])
+    idx = np.flatnonzero(keep)
+    best = int(idx[np.lexsort((idx, s["p"][idx], -bound[idx]))[0]])
+    return max(float(bound[best]), 0.0), _result(counts, s, best)
