@@ -7,9 +7,15 @@ Sections (each a module in bench/ with ``run() -> dict``):
   * detectors_sequential: each change detector's ``update_many`` on 1e6 values vs river's
     detector fed per event.
   * detectors_fairness: group fairness from counts vs fairlearn's MetricFrame.
+  * detectors_cbpe: label-free performance of one window's score histogram vs nannyml's
+    CBPE on the same rows.
+  * detectors_reconstruction: PCA reconstruction error per event vs nannyml's
+    DataReconstructionDriftCalculator.
+  * detectors_attribution: attribution sketch updates and 1 - NDCG vs pandas + sklearn.
+  * detectors_slices: slice-count updates and slice ranking per alert vs pandas + statsmodels.
 
 Ends by printing one JSON object: {figure: {value, unit, baseline, baseline_name, ratio}}.
-Run: ``.venv/bin/python bench/detectors.py [--only drift,sequential,fairness]``
+Run: ``.venv/bin/python bench/detectors.py [--only drift,sequential,fairness,cbpe,reconstruction,attribution,slices]``
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ def _section(name: str):
     spec.loader.exec_module(mod)
     return mod
 
-SECTIONS = ("drift", "sequential", "fairness")
+SECTIONS = ("drift", "sequential", "fairness", "cbpe", "reconstruction", "attribution", "slices")
 
 
 def main() -> int:

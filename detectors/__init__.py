@@ -4,6 +4,13 @@ Pure numpy/scipy/numba/river: no I/O, no Kafka, no configuration.
 """
 
 from detectors.adwin import ADWIN
+from detectors.attribution import (
+    AttributionDriftResult,
+    AttributionSketch,
+    attribution_drift,
+    reference_importance,
+)
+from detectors.cbpe import ScoreCalibrator, estimate_performance
 from detectors.change_detector import (
     DETECTOR_KINDS,
     ChangeDetector,
@@ -58,13 +65,29 @@ from detectors.performance import (
     roc_auc,
 )
 from detectors.psi import PSI_ALERT, PSI_WARN, psi_drift, psi_drift_rows
+from detectors.reconstruction import PCAReconstruction, reconstruction_change, reconstruction_error
 from detectors.reference import TASKS, NumericProfile, ReferenceProfile, SensitiveProfile
 from detectors.registry import DriftTest, available_tests, get_test
 from detectors.result import DriftResult, DriftResults
+from detectors.slices import SliceCounts, SliceResult, degraded_subgroup, rank_slices
 from detectors.total_variation import total_variation_drift, total_variation_drift_rows
 from detectors.wasserstein import bin_points, wasserstein_drift, wasserstein_drift_rows
 
 __all__ = [
+    # beyond drift: label-free performance, multivariate and attribution drift, slices
+    "AttributionDriftResult",
+    "AttributionSketch",
+    "PCAReconstruction",
+    "ScoreCalibrator",
+    "SliceCounts",
+    "SliceResult",
+    "attribution_drift",
+    "degraded_subgroup",
+    "estimate_performance",
+    "rank_slices",
+    "reconstruction_change",
+    "reconstruction_error",
+    "reference_importance",
     # fairness
     "FAIRNESS_METRICS",
     "GROUP_RATES",

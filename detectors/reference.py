@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from detectors._serde import check_state, floats, unfloats
+from detectors.attribution import reference_importance
 from detectors.fairness import GroupRates, group_rates, intersection_codes, intersection_groups
 from detectors.performance import (
     MetricResult,
@@ -41,6 +43,7 @@ from detectors.performance import (
     regression_metrics,
     roc_auc,
 )
+from detectors.reconstruction import PCAReconstruction
 from detectors.sketch import (
     CategoryCounts,
     ConfusionCounts,
@@ -204,6 +207,8 @@ class ReferenceProfile:
         max_categories: int | None = None,
         confidence: float = 0.95,
         sample: dict[str, list] | None = None,
+        reconstruction: PCAReconstruction | None = None,
+        attribution: dict[str, float] | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
@@ -225,6 +230,10 @@ class ReferenceProfile:
         self.max_categories = max_categories
         self.confidence = float(confidence)
         self.sample = sample or {}
+        # multivariate drift: PCA fitted on the numeric features (None: fewer than two, or off)
+        self.reconstruction = reconstruction
+        # attribution drift: feature -> mean |attribution| of the reference (None: no attributions)
+        self.attribution = attribution
         self.performance = self._performance()
 
     # ------------------------------------------------------------------ build
@@ -247,6 +256,8 @@ class ReferenceProfile:
         intersections: Sequence[Sequence[str]] = (),
         confidence: float = 0.95,
         sample_size: int = 2000,
+        n_components: float | None = 0.65,
+        attributions: Mapping[str, str] | None = None,
     ) -> ReferenceProfile:
         """Profile ``data`` (a mapping of column name -> 1-D array, or a DataFrame).
 
@@ -268,6 +279,11 @@ class ReferenceProfile:
         * sensitive: per attribute, the group vocabulary and (binary with labels) the
           confusion counts per group. ``intersections`` adds groups crossing several
           sensitive attributes, named as :func:`detectors.fairness.intersection_groups`.
+        * reconstruction: with two or more numeric features and ``n_components`` not None, a
+          :class:`~detectors.reconstruction.PCAReconstruction` of them (``n_components``: share
+          of variance kept, or a number of components) for multivariate drift.
+        * attributions: feature -> column of per-row attributions (e.g. SHAP values); the
+          reference importance (mean |attribution|) per feature is kept for attribution drift.
         * sample: ``sample_size`` rows drawn uniformly (seeded) of the feature columns and
           of score/label/prediction (as ``__score``/``__label``/``__prediction``), kept as
           JSON values for evidence reports, which need rows; never ids or sensitive columns.
@@ -278,7 +294,9 @@ class ReferenceProfile:
             raise ValueError(f"decision_threshold must be in [0, 1], got {decision_threshold!r}")
         if max_categories is not None and max_categories < 1:
             raise ValueError(f"max_categories must be >= 1 or None, got {max_categories!r}")
-        names = [*numeric, *categorical, *(c for c in (score, label, prediction) if c), *sensitive]
+        attributions = dict(attributions or {})
+        names = [*numeric, *categorical, *(c for c in (score, label, prediction) if c), *sensitive,
+                 *attributions.values()]
         if not names:
             raise ValueError(
                 "nothing to profile: give numeric, categorical, score, label or sensitive columns"
@@ -372,6 +390,22 @@ class ReferenceProfile:
             # derived from the score at the decision threshold, as the monitor derives it
             sample["__prediction"] = [None if c < 0 else int(c) for c in p_codes[rows].tolist()]
         kw["sample"] = sample
+        if n_components is not None and len(numeric) >= 2:
+            X = np.column_stack([np.asarray(col[f], dtype=np.float64) for f in numeric])
+            X = np.where(np.isfinite(X), X, np.nan)  # +-inf count as missing, as in the histograms
+            try:
+                kw["reconstruction"] = PCAReconstruction.fit(X, list(numeric), n_components=n_components)
+            except ValueError as e:
+                # e.g. constant features or too few rows: multivariate drift is then unavailable,
+                # which the monitor reports; the univariate profile is still good
+                warnings.warn(f"no multivariate drift model: {e}", stacklevel=2)
+        if attributions:
+            unknown = [f for f in attributions if f not in (*numeric, *categorical)]
+            if unknown:
+                raise ValueError(f"attributions name features {unknown} that are not profiled")
+            A = np.column_stack([np.asarray(col[c], dtype=np.float64) for c in attributions.values()])
+            imp = reference_importance(A)
+            kw["attribution"] = {f: float(v) for f, v in zip(attributions, imp, strict=True)}
         return cls(
             task=task,
             n_rows=n_rows,
@@ -499,6 +533,8 @@ class ReferenceProfile:
             "regression": opt(self.regression),
             "sensitive": {k: v.to_dict(self.confidence) for k, v in self.sensitive.items()},
             "sample": self.sample,
+            "reconstruction": None if self.reconstruction is None else self.reconstruction.to_dict(),
+            "attribution": self.attribution,
             # Derived from the sketches above; written for readers, recomputed on load.
             "performance": {k: v.to_dict() for k, v in self.performance.items()},
         }
@@ -538,6 +574,10 @@ class ReferenceProfile:
                 max_categories=d["max_categories"],
                 confidence=d["confidence"],
                 sample=d.get("sample"),
+                # optional: profiles written before multivariate and attribution drift lack them
+                reconstruction=None if d.get("reconstruction") is None
+                else PCAReconstruction.from_dict(d["reconstruction"]),
+                attribution=d.get("attribution"),
             )
         except KeyError as e:
             raise ValueError(f"reference profile is missing field {e.args[0]!r}") from None

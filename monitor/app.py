@@ -491,7 +491,7 @@ class App:
             import pandas as pd
 
             path = self.reports.write(pd.DataFrame(job["reference"]), pd.DataFrame(job["current"]),
-                                      self.config.model(job["model"]), job["alert"])
+                                      self.config.model(job["model"]), job["alert"], job.get("findings", ()))
             log.info("evidence report for alert %s: %s", job["alert"].id, path)
         except Exception:  # noqa: BLE001 - a report is evidence, never a reason to stop monitoring
             log.exception("evidence report for alert %s failed", job["alert"].id)

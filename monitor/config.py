@@ -52,6 +52,7 @@ from monitor.errors import ConfigError
 __all__ = [
     "AlertingConfig",
     "AlertmanagerSinkConfig",
+    "AttributionsConfig",
     "AuditConfig",
     "Config",
     "ConfigError",
@@ -72,6 +73,12 @@ __all__ = [
     "METRIC_SCOPES",
     "MODEL_METRICS",
     "ModelConfig",
+    "MultivariateConfig",
+    "SlicesConfig",
+    "ESTIMATED_METRICS",
+    "MULTIVARIATE_METRICS",
+    "ATTRIBUTION_METRICS",
+    "SUBGROUP_METRICS",
     "ReportsConfig",
     "RuleConfig",
     "SchedulerConfig",
@@ -97,13 +104,25 @@ DRIFT_TESTS = (
     "psi", "jensen_shannon", "kl", "hellinger", "total_variation", "wasserstein", "ks",
     "chi_square", "g_test",
 )  # fmt: skip
+#: Confidence-based estimates from the score distribution alone (no labels needed).
+ESTIMATED_METRICS = (
+    "estimated_accuracy", "estimated_precision", "estimated_recall", "estimated_f1",
+    "estimated_roc_auc",
+)  # fmt: skip
 CLASSIFICATION_METRICS = (
     "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "ece",
-    "estimated_accuracy",
+    *ESTIMATED_METRICS,
 )  # fmt: skip
 REGRESSION_METRICS = ("mae", "rmse", "mape", "bias", "r2")
+#: Multivariate drift: PCA reconstruction error of the numeric features (model scope).
+MULTIVARIATE_METRICS = ("reconstruction_error", "reconstruction_error_change")
+#: Attribution drift: 1 - NDCG@k of the feature-importance ranking, and its rank correlation.
+ATTRIBUTION_METRICS = ("attribution_shift", "attribution_rank_correlation")
+#: Degraded subgroup: the worst significant slice's gap to the rest of the window.
+SUBGROUP_METRICS = ("subgroup_error_gap", "subgroup_selection_gap")
 MODEL_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS + (
     "label_coverage", "missing_rate", "unseen_rate", "score_psi",
+    *MULTIVARIATE_METRICS, *ATTRIBUTION_METRICS, *SUBGROUP_METRICS,
 )  # fmt: skip
 DETECTORS = ("adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w", "cusum")
 FAIRNESS_METRICS = (
@@ -122,8 +141,8 @@ METRIC_SCOPES: dict[str, str] = {
 P_VALUE_TESTS = frozenset({"ks", "chi_square", "g_test"})
 #: Metrics where a lower value is worse: their rules have ``direction = "below"``.
 LOWER_IS_WORSE = frozenset(
-    {"accuracy", "precision", "recall", "f1", "roc_auc", "estimated_accuracy", "r2",
-     "label_coverage", "disparate_impact_ratio"}
+    {"accuracy", "precision", "recall", "f1", "roc_auc", *ESTIMATED_METRICS, "r2",
+     "label_coverage", "disparate_impact_ratio", "attribution_rank_correlation"}
 ) | P_VALUE_TESTS  # fmt: skip
 #: Metrics whose rules may look either way (bias is signed; detectors: up or down shifts).
 EITHER_DIRECTION = frozenset({"bias", *DETECTORS})
@@ -184,6 +203,7 @@ class FieldsConfig(_Section):
     predicted: str = "prediction"
     sensitive: str = "sensitive"
     label: str = "label"
+    attributions: str = "attributions"
 
 
 class JoinConfig(_Section):
@@ -243,6 +263,32 @@ class RuleConfig(_Section):
         return self.metric in DETECTORS
 
 
+class MultivariateConfig(_Section):
+    """PCA reconstruction error of the numeric features (needs two or more)."""
+
+    enabled: bool = True
+    n_components: float = 0.65  # < 1: share of variance kept; >= 1: number of components
+
+
+class AttributionsConfig(_Section):
+    """Feature-importance drift from per-prediction attributions (e.g. SHAP values)."""
+
+    enabled: bool = False
+    k: int = 5  # NDCG@k: how many top features the ranking compares
+
+
+class SlicesConfig(_Section):
+    """Slices ("where it fails"): a feature's bins or categories, a group, and pairs of them."""
+
+    enabled: bool = True
+    dimensions: tuple[str, ...] = ()  # features and sensitive attributes to slice by; () = all
+    pair_with: tuple[Literal["sensitive", "categorical", "numeric"], ...] = ("sensitive", "categorical")
+    max_cells: int = 20000
+    min_size: int = 100
+    fdr: float = 0.05
+    top: int = 5
+
+
 class ModelConfig(_Section):
     name: str
     task: Literal["binary", "multiclass", "regression"]
@@ -260,6 +306,9 @@ class ModelConfig(_Section):
     min_group_size: int = 30
     features: tuple[FeatureConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
+    multivariate: MultivariateConfig = msgspec.field(default_factory=MultivariateConfig)
+    attributions: AttributionsConfig = msgspec.field(default_factory=AttributionsConfig)
+    slices: SlicesConfig = msgspec.field(default_factory=SlicesConfig)
 
     def feature(self, name: str) -> FeatureConfig:
         for f in self.features:
@@ -1113,6 +1162,57 @@ def _check_model(c: _Check) -> None:
                 rpath + ("metric",),
                 f'fairness metric "{rule.metric}" needs sensitive attributes: set sensitive = [...] on this model',
             )
+    _model_extras(c, task)
+
+
+def _model_extras(c: _Check, task: str | None) -> None:
+    """Checks of the multivariate, attributions and slices tables against the model."""
+    kw = c.kw
+    feats = kw.get("features", ())
+    numeric = [f.name for f in feats if f.type == "numeric"]
+    mv = kw.get("multivariate")  # on by default; off by itself below two numeric features
+    sl = kw.get("slices")
+    if sl is not None:
+        known = [f.name for f in feats] + list(kw.get("sensitive", ()))
+        for j, d in enumerate(sl.dimensions):
+            if d not in known:
+                c.ctx.error(c.key("slices") + ("dimensions", j),
+                            f'"{d}" is not a feature or sensitive attribute of this model'
+                            + (_suggest(d, known) or f" (known: {', '.join(known) or 'none'})"))
+        if len(set(sl.dimensions)) != len(sl.dimensions):
+            c.ctx.error(c.key("slices") + ("dimensions",), "lists a dimension twice")
+    for j, rule in enumerate(kw.get("rules", ())):
+        rpath = c.key("rules") + (j, "metric")
+        m = rule.metric
+        if m in MULTIVARIATE_METRICS and (mv is None or not mv.enabled or len(numeric) < 2):
+            c.ctx.error(rpath, f'"{m}" needs multivariate.enabled = true and two or more numeric features')
+        at = kw.get("attributions")
+        if m in ATTRIBUTION_METRICS and (at is None or not at.enabled):
+            c.ctx.error(rpath, f'"{m}" needs attributions.enabled = true on this model')
+        if m in SUBGROUP_METRICS and (sl is None or not sl.enabled):
+            c.ctx.error(rpath, f'"{m}" needs slices.enabled = true on this model')
+        if m in SUBGROUP_METRICS + ESTIMATED_METRICS[1:] and task not in (None, "binary") and \
+                not (m == "subgroup_error_gap" and task == "multiclass"):
+            c.ctx.error(rpath, f'"{m}" needs task "binary", this model is "{task}"')
+
+
+def _check_multivariate(c: _Check) -> None:
+    v = c.kw.get("n_components")
+    if v is not None and not (0 < v < 1 or (v >= 1 and float(v).is_integer())):
+        c.error("n_components", f"must be a share of variance in (0, 1) or a whole number of components >= 1, got {_show(v)}")
+
+
+def _check_attributions(c: _Check) -> None:
+    c.at_least("k", 1)
+
+
+def _check_slices(c: _Check) -> None:
+    c.at_least("max_cells", 1)
+    c.at_least("min_size", 1)
+    c.at_least("top", 1)
+    v = c.kw.get("fdr")
+    if v is not None and not 0 < v < 1:
+        c.error("fdr", f"must be in (0, 1), got {_show(v)}")
 
 
 def _unique(c: _Check, name: str, what: str) -> None:
@@ -1268,6 +1368,9 @@ _HOOKS: dict[type, Callable[[_Check], None]] = {
     FeatureConfig: _check_feature,
     RuleConfig: _check_rule,
     ModelConfig: _check_model,
+    MultivariateConfig: _check_multivariate,
+    AttributionsConfig: _check_attributions,
+    SlicesConfig: _check_slices,
     AlertingConfig: _check_alerting,
     DeliveryConfig: _check_delivery,
     SlackSinkConfig: _check_slack,

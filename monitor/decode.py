@@ -96,6 +96,9 @@ class PredictionBatch:
     predicted: np.ndarray  # int64 class index, -1 = missing (binary/multiclass)
     sensitive: list[np.ndarray]  # one object array per sensitive attribute
     model_version: list[str | None] = field(default_factory=list)
+    # (n, n_features) float64 per-feature attributions in config feature order, NaN = absent;
+    # None when the model does not watch attributions
+    attributions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -195,6 +198,8 @@ class RecordDecoder:
             "score": (_path(fields.score), float) if fields.score else None,
             "predicted": (_path(fields.predicted), int | str | bool) if fields.predicted else None,
             "sensitive": (_path(fields.sensitive), msgspec.Raw) if fields.sensitive else None,
+            "attributions": (_path(fields.attributions), msgspec.Raw)
+            if fields.attributions and any(m.attributions.enabled for m in models) else None,
         }
         pred_leaves = {k: v for k, v in pred_leaves.items() if v is not None}
         self._pred_get = {k: _getter(v[0]) for k, v in pred_leaves.items()}
@@ -215,6 +220,7 @@ class RecordDecoder:
         self._feature_dec: dict[str, tuple[msgspec.json.Decoder, list[str], list[str]]] = {}
         self._columns: dict[str, tuple[Any, list[Any]]] = {}
         self._sensitive_dec: dict[str, msgspec.json.Decoder] = {}
+        self._attr_dec: dict[str, tuple[msgspec.json.Decoder, Any]] = {}
         for m in models:
             num = [f.name for f in m.features if f.type == "numeric"]
             cat = [f.name for f in m.features if f.type == "categorical"]
@@ -231,6 +237,11 @@ class RecordDecoder:
                 f"Sensitive_{len(self._sensitive_dec)}", [(a, _SCALAR, None) for a in m.sensitive], kw_only=True
             )
             self._sensitive_dec[m.name] = msgspec.json.Decoder(list[stype | None])
+            if m.attributions.enabled and m.features:
+                names = [f.name for f in m.features]
+                atype = msgspec.defstruct(f"Attributions_{len(self._attr_dec)}",
+                                          [(a, float | None, None) for a in names], kw_only=True)
+                self._attr_dec[m.name] = (msgspec.json.Decoder(list[atype | None]), operator.attrgetter(*names))
 
     # -- time -----------------------------------------------------------------------
     def _seconds(self, v) -> float:
@@ -319,6 +330,18 @@ class RecordDecoder:
         sens = [s for s in sens if s is not _BAD]
         feats = [feats[k] for k in rows]
         items = [items[k] for k in rows]
+        attributions = None
+        if model in self._attr_dec:
+            attr_dec, attr_get = self._attr_dec[model]
+            attrs, bad = self._decode_parts(attr_dec, [g["attributions"](e) for _, e, _ in items], items,
+                                            self.fields.attributions)
+            failures.extend(bad)
+            good = [k for k, a in enumerate(attrs) if a is not _BAD]
+            if len(good) < len(items):
+                feats, items = [feats[k] for k in good], [items[k] for k in good]
+                sens = [sens[k] for k in good]
+            width = len(cfg.features)
+            attributions = np.array([attr_get(attrs[k]) for k in good], dtype=np.float64).reshape(len(good), width)
         n = len(items)
         if n == 0:
             return None, failures
@@ -354,6 +377,7 @@ class RecordDecoder:
             predicted=predicted,
             sensitive=sensitive,
             model_version=[None] * n if mv is None else _strings(list(map(mv, envs)), keep_none=True),
+            attributions=attributions,
         )
         return batch, failures
 

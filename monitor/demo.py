@@ -26,14 +26,13 @@ from pathlib import Path
 
 import orjson
 
-from detectors.reference import ReferenceProfile
 from monitor.synth import (
     Change,
     ModelSpec,
     config_models_toml,
     default_rules,
     generate,
-    reference_frame,
+    reference_profile,
 )
 
 __all__ = ["main", "demo_specs", "demo_config_text", "Producer"]
@@ -55,9 +54,47 @@ severity = "warning"
 """
 
 
+# beyond drift: label-free performance, multivariate drift and degraded subgroups for both
+# models; attribution drift for credit-risk, whose predictions carry attributions
+BEYOND_RULES = """
+[[models.rules]]
+name = "estimated-accuracy"
+metric = "estimated_accuracy"
+warn = 0.68
+alert = 0.62
+min_samples = 300
+for = 2
+
+[[models.rules]]
+name = "multivariate-drift"
+metric = "reconstruction_error_change"
+warn = 0.1
+alert = 0.25
+min_samples = 500
+for = 2
+
+[[models.rules]]
+name = "degraded-subgroup"
+metric = "subgroup_error_gap"
+warn = 0.1
+alert = 0.2
+min_samples = 500
+for = 2
+"""
+ATTRIBUTION_RULES = """
+[[models.rules]]
+name = "attribution-drift"
+metric = "attribution_shift"
+warn = 0.1
+alert = 0.2
+min_samples = 500
+for = 2
+"""
+
+
 def demo_specs() -> list[ModelSpec]:
     return [
-        ModelSpec("credit-risk", n_numeric=8, n_categorical=3, rate=10.0, label_delay=90.0,
+        ModelSpec("credit-risk", n_numeric=8, n_categorical=3, rate=10.0, label_delay=90.0, attributions=True,
                   changes=[Change("covariate_shift", 20 * 60, feature="num_03", shift=0.8),
                            Change("selection_drop", 40 * 60, attribute="sex", group="F", factor=0.4)]),
         ModelSpec("churn", n_numeric=5, n_categorical=2, rate=10.0, label_delay=60.0,
@@ -87,8 +124,9 @@ def demo_config_text(ref_dir: Path, state_dir: Path, http_port: int, bootstrap: 
     ]
     text = "\n".join(parts) + "\n"
     for spec in demo_specs():
+        rules = default_rules(acc_warn=0.68, acc_alert=0.62) + EXTRA_RULES + BEYOND_RULES
         text += config_models_toml(spec, reference=(ref_dir / f"{spec.name}.json").as_posix(),
-                                   rules=default_rules(acc_warn=0.68, acc_alert=0.62) + EXTRA_RULES,
+                                   rules=rules + (ATTRIBUTION_RULES if spec.attributions else ""),
                                    pane_seconds=60.0, window_panes=10, allowed_lateness_seconds=30.0,
                                    high_risk=spec.name == "credit-risk")
     return text
@@ -97,10 +135,7 @@ def demo_config_text(ref_dir: Path, state_dir: Path, http_port: int, bootstrap: 
 def build_references(ref_dir: Path) -> None:
     ref_dir.mkdir(parents=True, exist_ok=True)
     for spec in demo_specs():
-        data = reference_frame(spec)
-        prof = ReferenceProfile.build(data, numeric=spec.numeric, categorical=spec.categorical, score="score",
-                                      label="label", sensitive=list(spec.sensitive), task="binary")
-        prof.save(ref_dir / f"{spec.name}.json")
+        reference_profile(spec).save(ref_dir / f"{spec.name}.json")
 
 
 class Producer(threading.Thread):
@@ -213,6 +248,10 @@ def main(args: argparse.Namespace) -> int:
                 what = f"{e.state.upper()} ({e.level})" if e.state == "firing" else e.state.upper()
                 print(f"demo: ALERT {what:16s} {e.model}/{e.rule} {e.scope}: {e.metric}={e.value:.4g} "
                       f"(threshold {e.threshold}) at simulated minute {mins:.0f}", flush=True)
+                top = (e.details.get("slices") or [])[:1] if e.state == "firing" else []
+                for sl in top:
+                    print(f"demo:       where it fails: {sl['name']} ({e.details.get('slices_by')} rate "
+                          f"{100 * sl['rate']:.1f}% vs {100 * sl['rest_rate']:.1f}% elsewhere)", flush=True)
 
         app = App(config, config_source="<demo config>", bootstrap_servers=bootstrap, on_output=show)
         producer.start()

@@ -7,24 +7,31 @@ over all numeric features at once.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 
+from detectors.attribution import attribution_drift
+from detectors.cbpe import ScoreCalibrator, estimate_performance
 from detectors.fairness import evaluate_fairness, group_rates
 from detectors.performance import (
     classification_metrics,
-    estimated_classification_metrics,
     expected_calibration_error,
     loss_metrics,
     regression_metrics,
     roc_auc,
 )
+from detectors.reconstruction import reconstruction_change, reconstruction_error
 from detectors.reference import ReferenceProfile
 from detectors.registry import get_test
+from detectors.slices import degraded_subgroup, rank_slices
 from detectors.wasserstein import bin_points
 from monitor.panes import Layout, Pane
 from monitor.policy import FAIRNESS_METRICS, Evaluation
+from monitor.slicing import SliceLayout
+
+log = logging.getLogger("driftline.evaluate")
 
 __all__ = ["Evaluator", "layout_from_profile"]
 
@@ -45,6 +52,24 @@ def layout_from_profile(model_cfg, profile: ReferenceProfile, sample_per_pane: i
             raise ValueError(f"reference profile of model {model_cfg.name!r} lacks sensitive attribute {a!r}")
         groups.append(list(profile.sensitive[a].groups.categories))
     n_classes = 2 if model_cfg.task != "multiclass" else max(2, len(model_cfg.classes))
+    recon = profile.reconstruction if model_cfg.multivariate.enabled else None
+    if recon is not None and not set(recon.features) <= set(numeric):
+        log.warning("model %s: the reference's multivariate model covers %s, not the configured numeric "
+                    "features; multivariate drift is off", model_cfg.name, list(recon.features))
+        recon = None
+    attribution = []
+    if model_cfg.attributions.enabled:
+        if profile.attribution is None:
+            log.warning("model %s: attributions.enabled but the reference has no attribution importance "
+                        "(build it with attribution columns); attribution drift is off", model_cfg.name)
+        else:
+            attribution = [f.name for f in model_cfg.features]
+    slicing = None
+    if model_cfg.slices.enabled and model_cfg.task != "regression":
+        slicing = SliceLayout.build(
+            model_cfg.slices, numeric, [profile.numeric[n].edges for n in numeric], categorical,
+            [list(profile.categorical[c].categories) for c in categorical], list(model_cfg.sensitive), groups,
+        )
     return Layout(
         model=model_cfg.name,
         task=model_cfg.task,
@@ -59,6 +84,9 @@ def layout_from_profile(model_cfg, profile: ReferenceProfile, sample_per_pane: i
         has_score=profile.score is not None,
         score_bins=profile.score_bins,
         sample_per_pane=sample_per_pane,
+        reconstruction=recon,
+        attribution_features=attribution,
+        slicing=slicing,
     )
 
 
@@ -100,6 +128,19 @@ class Evaluator:
         drift = {r.metric for r in model_cfg.rules if r.scope == "feature"}
         self.drift_tests = sorted(drift | set(_DEFAULT_DRIFT))
         self.confidence = 0.95
+        # label-free estimates: scores calibrated on the reference (isotonic over its score
+        # bins) when the reference has labels; else the raw scores are taken as calibrated
+        self.calibrator = None
+        if profile.score is not None and profile.score_labelled:
+            try:
+                self.calibrator = ScoreCalibrator.fit(profile.score)
+            except ValueError as e:
+                log.warning("model %s: no score calibration (%s); estimates assume calibrated scores",
+                            model_cfg.name, e)
+        self.ref_attribution = (
+            np.array([profile.attribution[f] for f in L.attribution_features], dtype=np.float64)
+            if L.attribution_features else None
+        )
 
     # -------------------------------------------------------------------------------------
     def evaluate(self, window: Pane, window_start: float, window_end: float) -> list[Evaluation]:
@@ -111,6 +152,9 @@ class Evaluator:
         self._quality(window, ev)
         self._performance(window, ev)
         self._fairness(window, ev)
+        self._multivariate(window, ev)
+        self._attribution(window, ev)
+        self._subgroups(window, ev)
         return out
 
     def _drift(self, w: Pane, ev) -> None:
@@ -171,19 +215,74 @@ class Evaluator:
             if w.loss.count[0] > 0:
                 put(regression_metrics(w.loss, self.confidence))
             return
-        if w.pred_scores is not None and w.pred_scores.counts.sum() > 0 and task == "binary":
-            est = estimated_classification_metrics(w.pred_scores, self.cfg.decision_threshold, self.confidence)
-            put(est)
-        if w.n_joined == 0:
+        realised: dict = {}
+        if w.n_joined:
+            average = "binary" if task == "binary" else "macro"
+            realised.update(classification_metrics(w.confusion, average=average, confidence=self.confidence))
+            if w.scores is not None and w.scores.counts.sum() > 0:
+                if task == "binary":
+                    realised["roc_auc"] = roc_auc(w.scores, self.confidence)
+                realised["ece"] = expected_calibration_error(w.scores, confidence=self.confidence)
+            if task == "binary" and w.loss.count[0] > 0:
+                realised.update(loss_metrics(w.loss, self.confidence))
+        if w.pred_scores is not None and w.pred_scores.counts.sum() > 0:
+            est = estimate_performance(w.pred_scores, self.calibrator, self.cfg.decision_threshold,
+                                       self.confidence, task=task)
+            for name, m in est.items():
+                # the realised value of the same window (labels joined by label time), where known
+                real = realised.get(name.removeprefix("estimated_"))
+                details = None
+                if real is not None and real.value == real.value:
+                    details = {"realised": real.value, "realised_n": int(real.n)}
+                ev(name, "model", m.value, m.n, ci_low=m.ci_low, ci_high=m.ci_high, details=details)
+        put(realised)
+
+    def _multivariate(self, w: Pane, ev) -> None:
+        rec = self.layout.reconstruction
+        if w.recon is None or w.recon.count[0] == 0:
             return
-        average = "binary" if task == "binary" else "macro"
-        put(classification_metrics(w.confusion, average=average, confidence=self.confidence))
-        if w.scores is not None and w.scores.counts.sum() > 0:
-            if task == "binary":
-                put({"roc_auc": roc_auc(w.scores, self.confidence)})
-            put({"ece": expected_calibration_error(w.scores, confidence=self.confidence)})
-        if task == "binary" and w.loss.count[0] > 0:
-            put(loss_metrics(w.loss, self.confidence))
+        for m in (reconstruction_error(w.recon, rec, self.confidence), reconstruction_change(w.recon, rec, self.confidence)):
+            ev(m.name, "model", m.value, m.n, ci_low=m.ci_low, ci_high=m.ci_high,
+               details={"reference_mean": rec.ref_mean_error, "components": int(rec.n_components_)})
+
+    def _attribution(self, w: Pane, ev) -> None:
+        if w.attr is None or w.attr.n == 0:
+            return
+        L = self.layout
+        k = min(self.cfg.attributions.k, len(L.attribution_features))
+        r = attribution_drift(self.ref_attribution, w.attr, k=k, confidence=self.confidence)
+        details = {"top_reference": list(r.top_reference), "top_current": list(r.top_current), "ndcg": r.ndcg}
+        ev("attribution_shift", "model", r.statistic, r.n, ci_low=r.ci_low, ci_high=r.ci_high, details=details)
+        ev("attribution_rank_correlation", "model", r.spearman, r.n)
+        mean = w.attr.mean_abs()
+        for j, f in enumerate(L.attribution_features):
+            ev("mean_abs_attribution", f, float(mean[j]), w.attr.n,
+               details={"reference": float(self.ref_attribution[j])})
+
+    def _subgroups(self, w: Pane, ev) -> None:
+        """The standing degraded-subgroup statistics: the worst significant slice's gap."""
+        if w.slices is None:
+            return
+        sc = self.cfg.slices
+        todo = [("subgroup_error_gap", "error", "above", w.n_joined)]
+        if self.cfg.task == "binary":
+            todo.append(("subgroup_selection_gap", "selection", "either", w.n_predictions))
+        for name, what, direction, n in todo:
+            if n == 0:
+                continue
+            value, worst = degraded_subgroup(w.slices, what=what, min_size=sc.min_size, confidence=self.confidence,
+                                             fdr=sc.fdr, direction=direction)
+            details = {"slice": worst.to_dict()} if worst is not None else None
+            ev(name, "model", value, n, details=details)
+
+    def top_slices(self, w: Pane, what: str, direction: str) -> list[dict]:
+        """The slices that contribute most to a drop (for an alert's details), as dicts."""
+        if w.slices is None:
+            return []
+        sc = self.cfg.slices
+        ranked = rank_slices(w.slices, what=what, min_size=sc.min_size, confidence=self.confidence,
+                             fdr=sc.fdr, top=sc.top, direction=direction)
+        return [r.to_dict() for r in ranked]
 
     def _fairness(self, w: Pane, ev) -> None:
         if self.cfg.task != "binary":

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors.attribution import AttributionSketch
 from detectors.performance import LOSS_COLUMNS, REGRESSION_COLUMNS, loss_columns, regression_columns
 from detectors.sketch import (
     CategoryCounts,
@@ -24,10 +25,24 @@ from detectors.sketch import (
     ScoreHistogram,
     StrCodes,
 )
+from detectors.slices import SliceCounts
 
 __all__ = ["Layout", "Pane", "RowSample", "window_sample", "LOSS_QUANTUM"]
 
 LOSS_QUANTUM = 2.0**-24
+# Per-event reconstruction errors are clipped at this multiple of the reference's mean
+# error before they are summed, which bounds them so that the window sums can be kept
+# in fixed point (exact, associative, independent of micro-batch boundaries) like the
+# loss sums. An event beyond it is an outlier whatever its exact error; a window whose
+# mean is driven by such events still reads far above the reference.
+RECON_CAP_FACTOR = 100.0
+
+
+def recon_bounds(ref_mean_error: float) -> tuple[float, float]:
+    """(cap, quantum) of a pane's reconstruction-error sums: ``(e - shift)**2 / quantum``
+    is at most 2**32 per event, so int64 sums hold 2**31 events per window."""
+    cap = RECON_CAP_FACTOR * ref_mean_error
+    return cap, cap * cap * 2.0**-32
 
 
 @dataclass
@@ -47,9 +62,18 @@ class Layout:
     has_score: bool = True  # binary/multiclass models that emit a probability
     score_bins: int = 100
     sample_per_pane: int = 0  # rows kept per pane for evidence reports (0: none)
+    # multivariate drift: the reference's PCA (detectors.reconstruction.PCAReconstruction)
+    # and, for each of its features, the column in the numeric matrix
+    reconstruction: Any = None
+    attribution_features: list[str] = field(default_factory=list)  # [] = attributions not watched
+    slicing: Any = None  # monitor.slicing.SliceLayout, or None
 
     def __post_init__(self) -> None:
         self._sens_codes = [_group_codes(vocab) for vocab in self.groups]
+        self._cat_coders = [CategoryCounts(v) for v in self.vocabularies]
+        self.recon_columns = (
+            [self.numeric.index(f) for f in self.reconstruction.features] if self.reconstruction is not None else []
+        )
         self.scopes: list[tuple[str, list[str], list[int]]] = []
         for a, vocab in zip(self.sensitive, self.groups, strict=True):
             self.scopes.append((a, list(vocab), [self.sensitive.index(a)]))
@@ -59,6 +83,10 @@ class Layout:
             for i in idx:
                 names = [f"{n}&{g}" if n else g for n in names for g in self.groups[i]]
             self.scopes.append(("&".join(combo), names, idx))
+
+    def category_codes(self, categorical: list[np.ndarray]) -> list[np.ndarray]:
+        """Vocabulary index per value of each categorical feature: -1 unseen, -2 missing."""
+        return [c.index_of(v) for c, v in zip(self._cat_coders, categorical, strict=True)]
 
     def group_codes(self, sensitive: list[np.ndarray]) -> np.ndarray:
         """(n, n_attributes) codes of each event's group per attribute; -1 = outside the vocabulary."""
@@ -165,6 +193,14 @@ class Pane:
             # fixed point: log loss <= 36.04 (clipped) and Brier <= 2 are bounded, so the
             # sums add exactly and a window does not depend on micro-batch boundaries
             self.loss = Moments(len(LOSS_COLUMNS), quantum=LOSS_QUANTUM)
+        # multivariate drift: per-event PCA reconstruction errors (mean and spread)
+        if L.reconstruction is not None:
+            self._recon_cap, quantum = recon_bounds(L.reconstruction.ref_mean_error)
+            self.recon = Moments(1, shift=L.reconstruction.ref_mean_error, quantum=quantum)
+        else:
+            self.recon = None
+        self.attr = AttributionSketch(L.attribution_features) if L.attribution_features else None
+        self.slices: SliceCounts | None = L.slicing.counts() if L.slicing is not None else None
         feats = L.numeric + L.categorical
         self.psample = RowSample(L.sample_per_pane, feats + ["__score", "__prediction"])
         self.osample = RowSample(L.sample_per_pane, ["__label"])
@@ -176,7 +212,11 @@ class Pane:
 
     # -- updates --------------------------------------------------------------------------
     def add_predictions(self, numeric: np.ndarray, score: np.ndarray, categorical: list[np.ndarray],
-                        predicted: np.ndarray, scope_codes: list[np.ndarray], keys: np.ndarray | None = None) -> None:
+                        predicted: np.ndarray, scope_codes: list[np.ndarray], keys: np.ndarray | None = None,
+                        category_codes: list[np.ndarray] | None = None, attributions: np.ndarray | None = None,
+                        slice_codes: np.ndarray | None = None) -> None:
+        """Predictions of this pane; ``category_codes`` (from :meth:`Layout.category_codes`)
+        spare a second coding of the categorical values when the caller has them."""
         n = len(predicted)
         if keys is not None and self.psample.k:
             L = self.layout
@@ -191,13 +231,23 @@ class Pane:
         if self.pred_scores is not None:
             ok = ~np.isnan(score)
             self.pred_scores.update(score[ok], np.zeros(int(ok.sum()), dtype=np.int64))
-        for c, values in zip(self.cats, categorical, strict=True):
-            c.update(values)
+        if category_codes is None:
+            category_codes = self.layout.category_codes(categorical)
+        for c, codes in zip(self.cats, category_codes, strict=True):
+            c.update_codes(codes)
         for cc, codes in zip(self.selection, scope_codes, strict=True):
             cc.update(np.zeros(n, dtype=np.int64), predicted, codes)
+        if self.recon is not None and n:
+            errors = self.layout.reconstruction.errors(numeric[:, self.layout.recon_columns])
+            self.recon.update(np.minimum(errors, self._recon_cap))
+        if self.attr is not None and attributions is not None and n:
+            self.attr.update(attributions)
+        if self.slices is not None and slice_codes is not None and n and self.layout.task == "binary":
+            self.slices.update_predictions(slice_codes, predicted == 1)
 
     def add_outcomes(self, keys: np.ndarray, label_ts: np.ndarray, pred_ts: np.ndarray, score: np.ndarray,
-                     predicted: np.ndarray, label: np.ndarray, scope_codes: list[np.ndarray]) -> None:
+                     predicted: np.ndarray, label: np.ndarray, scope_codes: list[np.ndarray],
+                     slice_codes: np.ndarray | None = None) -> None:
         """Joined (prediction, label) pairs, placed in the pane of the label's event time."""
         n = len(keys)
         if n == 0:
@@ -223,6 +273,8 @@ class Pane:
                 # multiclass: top-label confidence against "prediction correct"
                 self.scores.update(score[ok], (predicted[ok] == y[ok]).astype(np.int64))
             err = (predicted != y).astype(np.float64)
+            if self.slices is not None and slice_codes is not None:
+                self.slices.update_outcomes(slice_codes, err)
         self._err_ts.append(label_ts)
         self._err_key.append(keys)
         self._err_val.append(err)
@@ -244,13 +296,22 @@ class Pane:
         out += [s for s in (self.confusion, self.scores, self.loss) if s is not None]
         return out
 
+    def _extras(self) -> dict[str, Any]:
+        """Sketches added after the first pane format, stored by name: a pane written before
+        them restores with them empty."""
+        return {k: s for k, s in (("recon", self.recon), ("attr", self.attr), ("slices", self.slices))
+                if s is not None}
+
+    def _all_sketches(self) -> list[Any]:
+        return self._sketches() + list(self._extras().values())
+
     def merge(self, other: Pane, samples: bool = True) -> Pane:
         """Add ``other`` into this pane (errors appended after ours).
 
         ``samples=False`` for the running window, which cannot forget sampled rows of
         evicted panes; a window's row sample is drawn from its panes (:func:`window_sample`).
         """
-        for a, b in zip(self._sketches(), other._sketches(), strict=True):
+        for a, b in zip(self._all_sketches(), other._all_sketches(), strict=True):
             a.merge(b)
         self.n_predictions += other.n_predictions
         self.n_joined += other.n_joined
@@ -263,7 +324,7 @@ class Pane:
         return self
 
     def subtract(self, other: Pane) -> Pane:
-        for a, b in zip(self._sketches(), other._sketches(), strict=True):
+        for a, b in zip(self._all_sketches(), other._all_sketches(), strict=True):
             a.subtract(b)
         self.n_predictions -= other.n_predictions
         self.n_joined -= other.n_joined
@@ -289,6 +350,7 @@ class Pane:
             "n_joined": self.n_joined,
             "label_delay_sum": self.label_delay_sum,
             "sketches": [s.to_dict() for s in self._sketches()],
+            "extras": {k: s.to_dict() for k, s in self._extras().items()},
             "errors": self.errors.tolist(),
             "pending_errors": self._pending_errors(),
             "psample": self.psample.to_dict(),
@@ -311,6 +373,10 @@ class Pane:
             if isinstance(s, Moments) and s.quantum is not None and fresh.quantum is None:
                 fresh = fresh.with_quantum(s.quantum)  # state from before fixed-point sums
             s.__dict__.update(fresh.__dict__)
+        for k, s in p._extras().items():
+            sd = d.get("extras", {}).get(k)
+            if sd is not None:
+                s.__dict__.update(type(s).from_dict(sd).__dict__)
         p.errors = np.asarray(d["errors"], dtype=np.float64)
         pend = d["pending_errors"]
         if pend["ts"]:

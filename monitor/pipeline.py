@@ -49,6 +49,27 @@ _unpack = msgspec.msgpack.Decoder()
 _P_MODEL, _P_PRED, _P_SCOPES = 0, 1, 2
 
 
+_ERROR_VIEW, _SELECTION_VIEW = ("error", "above"), ("selection", "either")
+#: Which slice ranking explains an alert on a metric: error rates (performance, error-based
+#: fairness, detectors on the error stream) or selection rates (prediction-based fairness).
+_SLICE_VIEW: dict[str, tuple[str, str]] = {
+    **dict.fromkeys(("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "ece",
+                     "equal_opportunity_difference", "equalized_odds_difference",
+                     "predictive_parity_difference", "subgroup_error_gap",
+                     "adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w", "cusum"), _ERROR_VIEW),
+    **dict.fromkeys(("demographic_parity_difference", "disparate_impact_ratio", "subgroup_selection_gap"),
+                    _SELECTION_VIEW),
+}
+
+
+#: Evaluations an evidence report lists beside the alert: the label-free and multivariate views.
+_FINDINGS = frozenset({
+    "estimated_accuracy", "estimated_precision", "estimated_recall", "estimated_f1", "estimated_roc_auc",
+    "reconstruction_error", "reconstruction_error_change", "attribution_shift", "attribution_rank_correlation",
+    "subgroup_error_gap", "subgroup_selection_gap",
+})
+
+
 @dataclass
 class Output:
     """What processing produced since the last drain (written by the next checkpoint)."""
@@ -91,6 +112,15 @@ class ModelRuntime:
     def ready(self) -> bool:
         return self.layout is not None
 
+    @property
+    def slice_columns(self) -> int:
+        """Join payload columns of this model's packed slice codes (known before the reference)."""
+        sl = self.cfg.slices
+        if not sl.enabled or self.cfg.task == "regression":
+            return 0
+        n_dims = len(sl.dimensions) or len(self.cfg.features) + len(self.cfg.sensitive)
+        return -(-n_dims // 3)
+
     def set_profile(self, profile: ReferenceProfile) -> None:
         self.profile = profile
         per_pane = -(-self.report_size // self.cfg.window_panes) if self.report_size else 0
@@ -115,6 +145,9 @@ class ModelRuntime:
             cols[a] = b.sensitive[j][:take]
         if self.cfg.task != "regression":
             cols["__score__"] = b.score[:take]
+        if b.attributions is not None:
+            for j, f in enumerate(self.cfg.features):
+                cols[f"__attr__{f.name}"] = b.attributions[:take, j]
         self.warmup.append(cols)
         self.warmup_n += take
         if self.warmup_n >= self.cfg.warmup_events:
@@ -142,6 +175,10 @@ class ModelRuntime:
             task=self.cfg.task,
             n_bins=self.cfg.n_bins,
             decision_threshold=self.cfg.decision_threshold,
+            n_components=self.cfg.multivariate.n_components if self.cfg.multivariate.enabled else None,
+            attributions={f.name: f"__attr__{f.name}" for f in self.cfg.features}
+            if self.cfg.attributions.enabled and all(f"__attr__{f.name}" in c for c in self.warmup for f in self.cfg.features)
+            else None,
         )
         log.info("model %s: warm-up reference built from %d predictions", self.cfg.name, self.warmup_n)
         self.warmup = []
@@ -213,9 +250,11 @@ class ModelRuntime:
             evals.append(Evaluation(self.cfg.name, rule.metric, name, float(len(hits)), ws, we, int(pane.errors.size),
                                     details={"rule": name}))
         transitions = self.policy.apply(evals, ws, we)
+        if any(t.state == "firing" for t in transitions):
+            transitions = self._with_slices(transitions)
         out.evaluations += evals
         if self.report_size and any(t.state == "firing" and t.seq == 1 for t in transitions):
-            transitions = self._with_reports(transitions, out)
+            transitions = self._with_reports(transitions, out, evals)
         for t in transitions:
             if t.state == "firing" and "retrain" in t.actions:
                 out.retrains.append({"model": self.cfg.name, "alert": t, "labels_since_last": self.labels_since_retrain})
@@ -223,14 +262,32 @@ class ModelRuntime:
         if metrics is not None:
             self._export(metrics, evals, pane)
 
-    def _with_reports(self, transitions: list[AlertEvent], out: Output) -> list[AlertEvent]:
+    def _with_slices(self, transitions: list[AlertEvent]) -> list[AlertEvent]:
+        """Where it fails: a firing performance or fairness alert carries the slices of the
+        window that contribute most to the drop (ranked once per window and view)."""
+        ranked: dict[tuple[str, str], list[dict]] = {}
+        result = []
+        for t in transitions:
+            view = _SLICE_VIEW.get(t.metric)
+            if t.state == "firing" and view is not None and self.window.slices is not None:
+                if view not in ranked:
+                    ranked[view] = self.evaluator.top_slices(self.window, *view)
+                if ranked[view]:
+                    t = msgspec.structs.replace(t, details={**t.details, "slices": ranked[view],
+                                                            "slices_by": view[0]})
+            result.append(t)
+        return result
+
+    def _with_reports(self, transitions: list[AlertEvent], out: Output,
+                      evals: list[Evaluation]) -> list[AlertEvent]:
         """New episodes get an evidence report (written off the poll loop) and its link."""
         current = window_sample(self.panes, self.report_size)
+        findings = [e.record() for e in evals if e.metric in _FINDINGS and e.value is not None]
         result = []
         for t in transitions:
             if t.state == "firing" and t.seq == 1 and current:
                 out.reports.append({"model": self.cfg.name, "alert": t, "reference": self.profile.sample,
-                                    "current": current})
+                                    "current": current, "findings": findings})
                 t = msgspec.structs.replace(t, details={**t.details, "report": f"/api/reports/{t.id}.html"})
             result.append(t)
         return result
@@ -332,6 +389,7 @@ def _slice_batch(b: PredictionBatch, s) -> PredictionBatch:
         model=b.model, ids=b.ids[s], keys=b.keys[s], ts=b.ts[s], numeric=b.numeric[s],
         categorical=[c[s] for c in b.categorical], score=b.score[s], predicted=b.predicted[s],
         sensitive=[x[s] for x in b.sensitive], model_version=b.model_version[s] if b.model_version else [],
+        attributions=None if b.attributions is None else b.attributions[s],
     )
 
 
@@ -347,7 +405,8 @@ class PartitionState:
         self.labels_expected = labels_expected
         self.labels_idle = False
         self.ttl = ttl
-        self.preds = JoinTable(1, _P_SCOPES + n_scopes, max_pending)
+        self._f32_width = _P_SCOPES + n_scopes
+        self.preds = JoinTable(1, self._f32_width, max_pending)
         self.labels = JoinTable(2, 1, max_pending)
         self.open: list[dict[float, Pane]] = [{} for _ in range(n_models)]
         self.sealed: list[float] = [-math.inf] * n_models
@@ -385,6 +444,13 @@ class PartitionState:
             keys, ts, _, f32 = self.preds.rows()
             self.preds = JoinTable(1, f32.shape[1] - 1, max_pending, initial_capacity=2 * len(keys) + 16)
             self.preds.put(keys, ts, f32[:, 1:2].astype(np.float64), np.delete(f32, 1, axis=1))
+        width = self.preds.f32.shape[1]
+        if width < self._f32_width:
+            # written before slice codes rode the join: pad (0 = no codes, counted in no slice)
+            keys, ts, f64, f32 = self.preds.rows()
+            self.preds = JoinTable(1, self._f32_width, max_pending, initial_capacity=2 * len(keys) + 16)
+            pad = np.zeros((len(keys), self._f32_width - width), dtype=np.float32)
+            self.preds.put(keys, ts, f64, np.hstack([f32, pad]))
         self.labels = JoinTable.from_bytes(s["labels"], max_pending)
         self.open = [
             {d["start"]: Pane.from_dict(m.layout, d) for d in panes} if m.ready else {}
@@ -411,6 +477,8 @@ class Pipeline:
             m.metrics = metrics
         self.by_name = {m.cfg.name: m for m in self.models}
         self.n_scopes = max([len(m.sensitive) + len(m.intersections) for m in config.models] + [0])
+        # join payload columns for slice codes (packed); sized for the widest model
+        self.n_slice_cols = max([m.slice_columns for m in self.models] + [0])
         self.partitions: dict[int, PartitionState] = {}
         self.labels_expected = bool(config.topics.labels) if labels_expected is None else labels_expected
         self.out = Output()
@@ -419,7 +487,7 @@ class Pipeline:
     def partition(self, p: int) -> PartitionState:
         st = self.partitions.get(p)
         if st is None:
-            st = PartitionState(p, len(self.models), self.n_scopes, self.config.join.ttl_seconds,
+            st = PartitionState(p, len(self.models), self.n_scopes + self.n_slice_cols, self.config.join.ttl_seconds,
                                 self.config.join.max_pending, labels_expected=self.labels_expected)
             self.partitions[p] = st
         return st
@@ -450,19 +518,29 @@ class Pipeline:
             starts = starts[~late]
         codes = L.group_codes(batch.sensitive) if L.sensitive else np.zeros((len(batch), 0), dtype=np.int64)
         scope_codes = L.scope_codes(codes) if L.sensitive else []
+        cat_codes = L.category_codes(batch.categorical)
+        slice_codes = (L.slicing.codes(batch.numeric, [np.maximum(c, -1) for c in cat_codes], codes)
+                       if L.slicing is not None else None)
+        one_pane = len(starts) and starts[0] == starts[-1] and (starts == starts[0]).all()
         for s in np.unique(starts):
-            sel = starts == s
+            sel = slice(None) if one_pane else starts == s
             pane = st.open[m.index].get(float(s))
             if pane is None:
                 pane = st.open[m.index][float(s)] = Pane(L, float(s))
             pane.add_predictions(batch.numeric[sel], batch.score[sel], [c[sel] for c in batch.categorical],
-                                 batch.predicted[sel], [c[sel] for c in scope_codes], keys=batch.keys[sel])
+                                 batch.predicted[sel], [c[sel] for c in scope_codes], keys=batch.keys[sel],
+                                 category_codes=[c[sel] for c in cat_codes],
+                                 attributions=None if batch.attributions is None else batch.attributions[sel],
+                                 slice_codes=None if slice_codes is None else slice_codes[sel])
         # join: labels that arrived first complete these predictions now
-        f32 = np.full((len(batch), _P_SCOPES + self.n_scopes), -1.0, dtype=np.float32)
+        f32 = np.full((len(batch), _P_SCOPES + self.n_scopes + self.n_slice_cols), -1.0, dtype=np.float32)
         f32[:, _P_MODEL] = m.index
         f32[:, _P_PRED] = batch.predicted
         for j, c in enumerate(scope_codes):
             f32[:, _P_SCOPES + j] = c
+        if slice_codes is not None:
+            at = _P_SCOPES + self.n_scopes
+            f32[:, at : at + L.slicing.n_columns] = L.slicing.pack(slice_codes)
         found, lts, lf64, _ = st.labels.take(batch.keys)
         if found.any():
             self._outcomes(st, batch.keys[found], batch.ts[found], batch.score[found], f32[found], lts[found],
@@ -505,13 +583,17 @@ class Pipeline:
                     self.metrics.late_events.labels(m.cfg.name).inc(int(late.sum()))
             k, pt, f, lt, y, sc = keys[sel], pred_ts[sel], f32[sel], label_ts[sel], label[sel], score[sel]
             scopes = [f[:, _P_SCOPES + j].astype(np.int64) for j in range(len(m.layout.scopes))]
+            sl = m.layout.slicing
+            at = _P_SCOPES + self.n_scopes
+            codes = sl.unpack(f[:, at : at + sl.n_columns]) if sl is not None else None
             for s in np.unique(starts[~late]):
                 rows = starts == s
                 pane = st.open[m.index].get(float(s))
                 if pane is None:
                     pane = st.open[m.index][float(s)] = Pane(m.layout, float(s))
                 pane.add_outcomes(k[rows], lt[rows], pt[rows], sc[rows],
-                                  f[rows, _P_PRED].astype(np.int64), y[rows], [c[rows] for c in scopes])
+                                  f[rows, _P_PRED].astype(np.int64), y[rows], [c[rows] for c in scopes],
+                                  slice_codes=None if codes is None else codes[rows])
 
     # -- watermarks, sealing, stage 2 -----------------------------------------------------------
     def _keep(self, produced: Output) -> Output:

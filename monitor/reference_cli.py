@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from detectors.reference import ReferenceProfile
@@ -37,7 +38,8 @@ def build_for_model(config, model: str, frame: pd.DataFrame) -> ReferenceProfile
     """Profile one model's features, score, label and sensitive attributes from ``frame``.
 
     Columns are found by feature name, or under the configured ``features``/``sensitive``
-    object paths (flattened JSON: ``features.income``). Score and label use the field names.
+    object paths (flattened JSON: ``features.income``). Score and label use the field names;
+    attributions (when the model watches them) are the columns ``<fields.attributions>.<feature>``.
     """
     m = config.model(model)
     f = config.fields
@@ -57,6 +59,20 @@ def build_for_model(config, model: str, frame: pd.DataFrame) -> ReferenceProfile
             data[a] = frame[col].to_numpy(dtype=object)
     if missing:
         raise ValueError(f"model {model!r}: columns {missing} not found in the data (have {list(frame.columns)[:20]})")
+    attributions: dict[str, str] = {}
+    if m.attributions.enabled:
+        # flattened JSON lines give "attributions.income"; a table may use that name too
+        absent = []
+        for feat in m.features:
+            col = f"{f.attributions}.{feat.name}"
+            if col in frame.columns:
+                attributions[feat.name] = col
+                data[col] = frame[col].to_numpy(dtype=np.float64)
+            else:
+                absent.append(col)
+        if absent:
+            raise ValueError(f"model {model!r} has attributions.enabled = true but the data lacks the "
+                             f"attribution columns {absent} (one per feature, under fields.attributions)")
     score = _column(frame, f.score, ())
     label = _column(frame, f.label, ())
     pred = _column(frame, f.predicted, ())
@@ -75,6 +91,8 @@ def build_for_model(config, model: str, frame: pd.DataFrame) -> ReferenceProfile
         n_bins=m.n_bins,
         decision_threshold=m.decision_threshold,
         intersections=[list(x) for x in m.intersections],
+        n_components=m.multivariate.n_components if m.multivariate.enabled else None,
+        attributions=attributions or None,
     )
 
 

@@ -19,6 +19,7 @@ API at ``/api/reports/<alert id>.html`` and deleted by :func:`purge` after
 
 from __future__ import annotations
 
+import html as html_lib
 import math
 import os
 import re
@@ -263,6 +264,7 @@ def write_report(
     features: Mapping[str, str],
     classes: Sequence[str] = (),
     min_labelled: int = 30,
+    findings: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write ``<alert id>.html``: data drift of ``features`` (name -> ``numeric`` or
     ``categorical``), plus classification or regression quality when both samples have at
@@ -271,6 +273,9 @@ def write_report(
     and quality metrics cannot take a missing label); the report's metadata says so.
 
     ``alert`` is an AlertEvent (or anything with ``id``, ``model``, ``rule``) or an id string.
+    A "Driftline findings" section above Evidently's report states the alert, where the
+    model fails (the alert's top slices) and ``findings`` (evaluation records of the window:
+    estimated vs realised performance, multivariate and attribution drift, subgroups).
     Written to a temporary file and renamed, so the API never serves half a report.
     """
     from evidently import (
@@ -356,6 +361,7 @@ def write_report(
             Dataset.from_pandas(cur, data_definition=dd), Dataset.from_pandas(ref, data_definition=dd)
         )
         html = snapshot.get_html_str(as_iframe=False)
+    html = _with_findings(html, alert, findings)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=out)
@@ -367,6 +373,51 @@ def write_report(
         Path(tmp).unlink(missing_ok=True)
         raise
     return out / name
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return "n/a" if not math.isfinite(v) else f"{v:.4g}"
+    return html_lib.escape("n/a" if v is None else str(v))
+
+
+def findings_html(alert: Any, findings: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The alert, its top slices and the window's other findings as an HTML section."""
+    from monitor.sinks.render import slice_lines, statement
+
+    parts = ['<section id="driftline-findings" style="font-family:sans-serif;margin:1em">',
+             "<h2>Driftline findings</h2>"]
+    if not isinstance(alert, str):
+        parts.append(f"<p>{html_lib.escape(f'{alert.model}: {alert.rule} {alert.state}: {statement(alert)}')}</p>")
+        where = slice_lines(alert, limit=10)
+        if where:
+            parts.append(f"<h3>Where it fails (slices by {html_lib.escape(str(alert.details.get('slices_by')))} "
+                         "rate, Benjamini-Hochberg q-values)</h3><ol>")
+            parts += [f"<li>{html_lib.escape(line)}</li>" for line in where]
+            parts.append("</ol>")
+    if findings:
+        parts.append("<h3>This window</h3><table border=1 cellpadding=4><tr><th>metric</th><th>scope</th>"
+                     "<th>value</th><th>interval</th><th>realised</th><th>status</th><th>n</th></tr>")
+        for f in findings:
+            det = f.get("details") or {}
+            ci = "" if f.get("ci_low") is None else f"{_cell(f['ci_low'])} to {_cell(f.get('ci_high'))}"
+            parts.append(
+                f"<tr><td>{_cell(f.get('metric'))}</td><td>{_cell(f.get('scope'))}</td><td>{_cell(f.get('value'))}</td>"
+                f"<td>{ci}</td><td>{_cell(det.get('realised')) if 'realised' in det else ''}</td>"
+                f"<td>{_cell(f.get('status'))}</td><td>{_cell(f.get('n'))}</td></tr>")
+        parts.append("</table>")
+    parts.append("</section>")
+    section = "\n".join(parts)
+    return section
+
+
+def _with_findings(html: str, alert: Any, findings: Sequence[Mapping[str, Any]]) -> str:
+    section = findings_html(alert, findings)
+    at = html.find("<body")
+    if at < 0:
+        return section + html
+    at = html.find(">", at) + 1
+    return html[:at] + section + html[at:]
 
 
 def purge(out_dir: str | Path, retention_days: float, now: float | None = None) -> list[Path]:
@@ -416,11 +467,12 @@ class ReportWriter:
         return Reservoir(self.sample_size, cols, seed)
 
     def write(self, reference: Reservoir | pd.DataFrame, current: Reservoir | pd.DataFrame, model: Any,
-              alert: Any) -> Path | None:
+              alert: Any, findings: Sequence[Mapping[str, Any]] = ()) -> Path | None:
         if not self.enabled:
             return None
         return write_report(reference, current, model.task, self.dir, alert,
-                            features={f.name: f.type for f in model.features}, classes=model.classes)
+                            features={f.name: f.type for f in model.features}, classes=model.classes,
+                            findings=findings)
 
     def purge(self, now: float | None = None) -> list[Path]:
         return purge(self.dir, self.retention_days, now)

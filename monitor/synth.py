@@ -5,7 +5,14 @@ numeric features (standard normal) and categorical features; the label is drawn 
 score (so the model is calibrated) until a performance change flips a share of labels.
 Changes: a covariate shift of one feature (in standard deviations), a selection-rate drop
 for one group of a sensitive attribute (its scores are scaled down and its labels follow,
-so accuracy holds), and an accuracy drop (a share of labels flipped). Everything is vectorised and seeded.
+so accuracy holds), an accuracy drop (a share of labels flipped), a confidence drop (the
+numeric features shrink towards 0, so scores move to the middle and accuracy falls while
+the model stays calibrated: visible to label-free estimates), a correlation flip (two
+features' correlation changes sign, their marginals stay), a degraded slice (labels
+flipped within one pair of categories), a label stop (no labels after a time) and a
+reweight (a new model version multiplies one feature's weight by ``factor``).
+With ``attributions`` each prediction carries the exact per-feature contributions to the
+logit (a linear model's SHAP values with independent features). Everything is vectorised and seeded.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ModelSpec", "Change", "generate", "reference_frame", "config_models_toml", "default_rules"]
+__all__ = ["ModelSpec", "Change", "generate", "reference_frame", "reference_profile", "config_models_toml",
+           "default_rules"]
 
 # config.toml's example rules (drift, accuracy, selection-rate parity); the accuracy
 # levels depend on the synthetic model's reference accuracy, so they are parameters.
@@ -61,14 +69,17 @@ def default_rules(acc_warn: float, acc_alert: float) -> str:
 class Change:
     """A change starting at ``at`` seconds after the stream start."""
 
-    kind: str  # covariate_shift | selection_drop | accuracy_drop
+    kind: str  # covariate_shift | selection_drop | accuracy_drop | confidence_drop | correlation_flip
+    #            | slice_errors | labels_stop | reweight
     at: float
     feature: str = ""
     shift: float = 0.5  # covariate_shift: in standard deviations
     attribute: str = ""
     group: str = ""
     factor: float = 0.5  # selection_drop: score multiplier for the group
-    flip: float = 0.3  # accuracy_drop: share of labels flipped
+    flip: float = 0.3  # accuracy_drop, slice_errors: share of labels flipped
+    other: str = ""  # correlation_flip: the second feature (with ``feature``)
+    where: dict[str, str] = field(default_factory=dict)  # slice_errors: categorical feature -> category
 
 
 @dataclass
@@ -81,6 +92,9 @@ class ModelSpec:
     label_delay: float = 120.0  # mean label delay (exponential), seconds
     label_share: float = 1.0  # share of predictions that ever get a label
     changes: list[Change] = field(default_factory=list)
+    # (feature, feature, rho): pairs of numeric features correlated in every draw
+    correlated: list[tuple[str, str, float]] = field(default_factory=list)
+    attributions: bool = False  # records carry per-feature attributions
 
     @property
     def numeric(self) -> list[str]:
@@ -100,13 +114,34 @@ def _draw(spec: ModelSpec, n: int, rng: np.random.Generator, t: np.ndarray | Non
     C = rng.choice(len(_CATS), size=(n, spec.n_categorical), p=_CAT_P)
     S = {a: rng.integers(0, len(v), size=n) for a, v in spec.sensitive.items()}
     w = np.linspace(1.0, -1.0, spec.n_numeric) if spec.n_numeric else np.zeros(0)
+    for a, b, rho in spec.correlated:
+        i, j = spec.numeric.index(a), spec.numeric.index(b)
+        r = np.full(n, rho)
+        if t is not None:
+            for c in spec.changes:
+                if c.kind == "correlation_flip" and {c.feature, c.other} == {a, b}:
+                    r = np.where(t >= c.at, -rho, r)
+        X[:, j] = r * X[:, i] + np.sqrt(1 - r * r) * X[:, j]  # same N(0, 1) marginal
     if t is not None:
         for c in spec.changes:
             if c.kind == "covariate_shift":
                 j = spec.numeric.index(c.feature)
                 X[t >= c.at, j] += c.shift
-    logit = -0.8 + X[:, : spec.n_numeric] @ w * 0.6 + (C[:, 0] == 0) * 0.5 if spec.n_categorical else -0.8 + X @ w * 0.6
+            elif c.kind == "confidence_drop":
+                X[t >= c.at] *= c.factor
+    contrib = X * (w * 0.6)  # each numeric feature's additive part of the logit
+    if t is not None:
+        for c in spec.changes:
+            if c.kind == "reweight":  # a new model version leans on one feature more (or less)
+                j = spec.numeric.index(c.feature)
+                contrib[:, j] = np.where(t >= c.at, contrib[:, j] * c.factor, contrib[:, j])
+    cat0 = ((C[:, 0] == 0) * 0.5) if spec.n_categorical else np.zeros(n)
+    logit = -0.8 + contrib.sum(axis=1) + cat0
     score = 1.0 / (1.0 + np.exp(-logit))
+    # exact SHAP values of the logit for independent features: contribution minus its mean
+    attr = np.column_stack([contrib, np.zeros((n, spec.n_categorical))])
+    if spec.n_categorical:
+        attr[:, spec.n_numeric] = cat0 - 0.5 * _CAT_P[0]
     if t is not None:
         for c in spec.changes:
             if c.kind == "selection_drop":
@@ -121,7 +156,12 @@ def _draw(spec: ModelSpec, n: int, rng: np.random.Generator, t: np.ndarray | Non
             if c.kind == "accuracy_drop":
                 hit = (t >= c.at) & (rng.random(n) < c.flip)
                 y = np.where(hit, 1 - y, y)
-    return X, C, S, score, y
+            elif c.kind == "slice_errors":
+                inside = t >= c.at
+                for feat, cat in c.where.items():
+                    inside &= C[:, spec.categorical.index(feat)] == _CATS.index(cat)
+                y = np.where(inside & (rng.random(n) < c.flip), 1 - y, y)
+    return X, C, S, score, y, attr
 
 
 def generate(spec: ModelSpec, start: float, duration: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
@@ -129,8 +169,10 @@ def generate(spec: ModelSpec, start: float, duration: float, seed: int = 0) -> t
     rng = np.random.default_rng(seed)
     n = rng.poisson(spec.rate * duration)
     t = np.sort(rng.random(n) * duration)
-    X, C, S, score, y = _draw(spec, n, rng, t)
+    X, C, S, score, y, attr = _draw(spec, n, rng, t)
     ts = start + t
+    Ar = np.round(attr, 6).tolist() if spec.attributions else None
+    names = spec.numeric + spec.categorical
     preds: list[dict[str, Any]] = []
     num, cat, sens = spec.numeric, spec.categorical, list(spec.sensitive)
     Xr = np.round(X, 5).tolist()
@@ -147,7 +189,12 @@ def generate(spec: ModelSpec, start: float, duration: float, seed: int = 0) -> t
             "score": scr[i],
             "sensitive": {a: spec.sensitive[a][S[a][i]] for a in sens},
         })
+        if Ar is not None:
+            preds[-1]["attributions"] = dict(zip(names, Ar[i], strict=True))
     has_label = rng.random(n) < spec.label_share
+    for c in spec.changes:
+        if c.kind == "labels_stop":
+            has_label &= t < c.at
     delay = rng.exponential(spec.label_delay, size=n)
     labels = [
         {"prediction_id": f"{spec.name}-{seed}-{i}", "model": spec.name,
@@ -158,11 +205,24 @@ def generate(spec: ModelSpec, start: float, duration: float, seed: int = 0) -> t
     return preds, labels
 
 
+def reference_profile(spec: ModelSpec, n: int = 20000, seed: int = 12345, **build_keys: Any):
+    """``ReferenceProfile.build`` on :func:`reference_frame` (with attributions when the spec has them)."""
+    from detectors.reference import ReferenceProfile
+
+    names = spec.numeric + spec.categorical
+    attributions = {f: f"attributions.{f}" for f in names} if spec.attributions else None
+    return ReferenceProfile.build(reference_frame(spec, n, seed), numeric=spec.numeric, categorical=spec.categorical,
+                                  score="score", label="label", sensitive=list(spec.sensitive), task="binary",
+                                  attributions=attributions, **build_keys)
+
+
 def reference_frame(spec: ModelSpec, n: int = 20000, seed: int = 12345) -> dict[str, np.ndarray]:
     """A training-like data set (no changes) for ``ReferenceProfile.build``."""
     rng = np.random.default_rng(seed)
-    X, C, S, score, y = _draw(spec, n, rng, None)
+    X, C, S, score, y, attr = _draw(spec, n, rng, None)
     data: dict[str, np.ndarray] = {f: X[:, j] for j, f in enumerate(spec.numeric)}
+    if spec.attributions:
+        data.update({f"attributions.{f}": attr[:, j] for j, f in enumerate(spec.numeric + spec.categorical)})
     data.update({c: np.array([_CATS[k] for k in C[:, j]], dtype=object) for j, c in enumerate(spec.categorical)})
     data.update({a: np.array([spec.sensitive[a][k] for k in S[a]], dtype=object) for a in spec.sensitive})
     data["score"] = score
@@ -170,12 +230,29 @@ def reference_frame(spec: ModelSpec, n: int = 20000, seed: int = 12345) -> dict[
     return data
 
 
-def config_models_toml(spec: ModelSpec, reference: str = "", rules: str = "", **model_keys: Any) -> str:
-    """The ``[[models]]`` TOML block for a synthetic model (features and sensitive attributes)."""
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    return f"{v!r}".replace("'", '"')
+
+
+def config_models_toml(spec: ModelSpec, reference: str = "", rules: str = "",
+                       tables: dict[str, dict[str, Any]] | None = None, **model_keys: Any) -> str:
+    """The ``[[models]]`` TOML block for a synthetic model (features and sensitive attributes).
+
+    ``tables`` adds model sub-tables, e.g. ``{"attributions": {"enabled": True}}``; a spec
+    with ``attributions`` turns them on unless ``tables`` says otherwise.
+    """
     lines = ["[[models]]", f'name = "{spec.name}"', 'task = "binary"', f'reference = "{reference}"',
              f"sensitive = {list(spec.sensitive)!r}".replace("'", '"')]
     for k, v in model_keys.items():
-        lines.append(f"{k} = {v!r}".replace("'", '"') if not isinstance(v, bool) else f"{k} = {str(v).lower()}")
+        lines.append(f"{k} = {_toml_value(v)}")
+    tables = dict(tables or {})
+    if spec.attributions:
+        tables.setdefault("attributions", {"enabled": True})
+    for name, keys in tables.items():
+        lines.append(f"[models.{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in keys.items()]
     for f in spec.numeric:
         lines += ["[[models.features]]", f'name = "{f}"', 'type = "numeric"']
     for c in spec.categorical:

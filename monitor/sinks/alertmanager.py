@@ -31,7 +31,7 @@ from monitor.sinks.base import (
     outcome_from_response,
     outcome_from_transport_error,
 )
-from monitor.sinks.render import fmt, iso, link, statement
+from monitor.sinks.render import fmt, iso, link, slice_lines, statement
 
 if TYPE_CHECKING:
     from monitor.outbox import Notification
@@ -63,6 +63,9 @@ def am_alert(
     report = ev.details.get("report_url")
     if report:
         annotations["report"] = str(report)
+    where = slice_lines(ev, limit=3)
+    if where:
+        annotations["where"] = "; ".join(where)
     dash = link(dashboard_url, ev.model)
     if dash:
         annotations["dashboard"] = dash

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from monitor.events import AlertEvent
 
-__all__ = ["iso", "fmt", "statement", "ranked", "title", "link"]
+__all__ = ["iso", "fmt", "statement", "ranked", "title", "link", "slice_lines", "pct"]
 
 
 def iso(ts: float) -> str:
@@ -45,7 +45,41 @@ def statement(ev: AlertEvent) -> str:
         text += f" (p = {fmt(ev.p_value)})"
     if ev.ci_low is not None and ev.ci_high is not None:
         text += f" [CI {fmt(ev.ci_low)}, {fmt(ev.ci_high)}]"
+    if ev.details.get("realised") is not None:
+        text += f" (realised {fmt(ev.details['realised'])} on {ev.details.get('realised_n', 0)} labels)"
     return f"{text} on {ev.scope}" if ev.scope else text
+
+
+def pct(x: float | None) -> str:
+    """A rate as a percentage with one decimal.
+
+    >>> pct(0.1234), pct(None)
+    ('12.3%', 'n/a')
+    """
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{100 * x:.1f}%"
+
+
+def slice_lines(ev: AlertEvent, limit: int = 5) -> list[str]:
+    """Where it fails: one line per top slice in the alert's details.
+
+    >>> e = AlertEvent(id="a", seq=1, state="firing", model="m", rule="r", metric="accuracy",
+    ...     scope="model", severity="warning", value=0.7, threshold=0.75, window_start=0.0,
+    ...     window_end=60.0, started_at=60.0, details={"slices_by": "error", "slices": [
+    ...     {"name": "region=n&channel=web", "rate": 0.2, "rest_rate": 0.1, "difference": 0.1,
+    ...      "ci_low": 0.08, "ci_high": 0.12, "share": 0.03, "q_value": 0.001, "n": 900}]})
+    >>> slice_lines(e)
+    ['region=n&channel=web: error 20.0% vs 10.0% elsewhere (+10.0 pts, CI +8.0 to +12.0), 3.0% of traffic, q = 0.001']
+    """
+    what = ev.details.get("slices_by", "error")
+    out = []
+    for s in (ev.details.get("slices") or [])[:limit]:
+        d, lo, hi = (100 * float(s[k]) for k in ("difference", "ci_low", "ci_high"))
+        out.append(f"{s['name']}: {what} {pct(s['rate'])} vs {pct(s['rest_rate'])} elsewhere "
+                   f"({d:+.1f} pts, CI {lo:+.1f} to {hi:+.1f}), {pct(s['share'])} of traffic, "
+                   f"q = {fmt(s['q_value'])}")
+    return out
 
 
 def _exceedance(ev: AlertEvent) -> float:

@@ -25,7 +25,7 @@ from monitor.sinks.base import (
     outcome_from_response,
     outcome_from_transport_error,
 )
-from monitor.sinks.render import fmt, iso, link, ranked, statement, title
+from monitor.sinks.render import fmt, iso, link, ranked, slice_lines, statement, title
 
 if TYPE_CHECKING:
     from monitor.outbox import Notification
@@ -89,9 +89,10 @@ def _alert_blocks(n: Notification, dashboard_url: str) -> tuple[str, list[dict]]
         f"*Window*\n{iso(first.window_start)} to {iso(first.window_end)}",
     ]
     if len(events) == 1:
-        fields.append(
-            f"*Statistic*\n{_esc(first.metric)} {fmt(first.value)} vs threshold {fmt(first.threshold)}"
-        )
+        stat = f"{first.metric} {fmt(first.value)} vs threshold {fmt(first.threshold)}"
+        if first.details.get("realised") is not None:
+            stat += f" (realised {fmt(first.details['realised'])})"
+        fields.append(f"*Statistic*\n{_esc(stat)}")
         fields.append(f"*Scope*\n{_esc(first.scope)}")
     blocks: list[dict] = [
         {
@@ -120,6 +121,15 @@ def _alert_blocks(n: Notification, dashboard_url: str) -> tuple[str, list[dict]]
             {
                 "type": "section",
                 "text": {"type": "mrkdwn", "text": _cut(f"*{label}*\n" + "\n".join(lines), 3000)},
+            }
+        )
+    where = next((slice_lines(e) for e in events if e.details.get("slices")), [])
+    if where:
+        lines = [f"• {_esc(line)}" for line in where]
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _cut("*Where it fails*\n" + "\n".join(lines), 3000)},
             }
         )
     links = []

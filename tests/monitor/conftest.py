@@ -7,9 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from detectors.reference import ReferenceProfile
 from monitor.config import load_config_text
-from monitor.synth import ModelSpec, config_models_toml, default_rules, generate, reference_frame
+from monitor.synth import ModelSpec, config_models_toml, default_rules, generate, reference_profile
 
 
 class FakeConsumer:
@@ -42,17 +41,19 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def build_case(tmp: Path, spec: ModelSpec, hours: float, seed: int = 0, acc_warn: float = 0.6,
-               acc_alert: float = 0.55, extra_toml: str = "", **model_keys):
-    """Reference profile, config and stream files for one synthetic model."""
-    data = reference_frame(spec)
-    prof = ReferenceProfile.build(data, numeric=spec.numeric, categorical=spec.categorical, score="score",
-                                  label="label", sensitive=list(spec.sensitive), task="binary")
+               acc_alert: float = 0.55, extra_toml: str = "", rules: str | None = None,
+               tables: dict | None = None, **model_keys):
+    """Reference profile, config and stream files for one synthetic model.
+
+    ``rules`` replaces the example rules (``default_rules``); ``tables`` adds model sub-tables.
+    """
+    prof = reference_profile(spec)
     ref = tmp / f"{spec.name}.json"
     prof.save(ref)
     keys = {"pane_seconds": 60.0, "window_panes": 15, "allowed_lateness_seconds": 30.0}
     keys.update(model_keys)
-    text = extra_toml + config_models_toml(spec, reference=ref.as_posix(),
-                                           rules=default_rules(acc_warn, acc_alert), **keys)
+    rules = default_rules(acc_warn, acc_alert) if rules is None else rules
+    text = extra_toml + config_models_toml(spec, reference=ref.as_posix(), rules=rules, tables=tables, **keys)
     config = load_config_text(text)
     start = 1_700_000_000.0
     preds, labels = generate(spec, start, hours * 3600.0, seed=seed)

@@ -16,6 +16,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "pipeline.py"
 FIGURES = {
     "end_to_end_events_per_second",
     "end_to_end_vs_decoder",
+    "beyond_drift_cost",
     "decoder_events_per_second",
     "join_state_bytes_per_waiting_prediction",
     "rss_growth_bytes_per_waiting_prediction",

@@ -71,3 +71,31 @@ def test_label_fast_path_equals_the_checked_path(dec):
     assert f1 == [] and f2 == []
     assert slow.ids[:50] == fast.ids and slow.label[:50].tolist() == fast.label.tolist()
     assert slow.ts[:50].tolist() == fast.ts.tolist() and slow.label[50] == 2.0
+
+
+ATTR_CONFIG = CONFIG.replace('[[models.features]]\nname = "x"', '[models.attributions]\nenabled = true\n'
+                             '[[models.features]]\nname = "x"', 1)
+
+
+def test_attributions_decode_in_feature_order_and_a_bad_one_is_dead_lettered():
+    cfg = load_config_text(ATTR_CONFIG)
+    assert cfg.models[0].attributions.enabled
+    d = RecordDecoder(cfg.fields, cfg.models)
+    good = [_pred(i, attributions={"c": -0.25 * i, "x": 0.5}) for i in range(3)]
+    none = _pred(3)  # no attributions: a row of NaN, not an error
+    bad = _pred(4, attributions={"x": "high"})
+    batches, failures = d.decode_predictions([*good, none, bad])
+    b = batches["m"]
+    assert b.ids == ["p0", "p1", "p2", "p3"]
+    assert b.attributions.shape == (4, 2)  # config order: x, c
+    assert b.attributions[:3, 0].tolist() == [0.5, 0.5, 0.5]
+    assert b.attributions[:3, 1].tolist() == [0.0, -0.25, -0.5]
+    assert all(v != v for v in b.attributions[3])
+    (f,) = failures
+    assert f.index == 4 and f.code == "invalid_field"
+    assert "$.attributions.x" in f.reason
+
+
+def test_models_without_attributions_ignore_the_field(dec):
+    batches, failures = dec.decode_predictions([_pred(0, attributions={"x": "junk"})])
+    assert not failures and batches["m"].attributions is None

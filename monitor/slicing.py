@@ -1,0 +1,123 @@
+"""Slice dimensions of one model: which columns slice a window, and each event's codes.
+
+A slice dimension is a numeric feature (its bins on the reference edges), a categorical
+feature (its reference vocabulary) or a sensitive attribute (its groups). Every event gets
+one small code per dimension (-1: missing or outside the vocabulary). Outcomes are counted
+when the label arrives, so a waiting prediction carries its codes through the label join:
+three 8-bit codes packed into each float32 payload column (float32 holds integers exactly
+up to 2**24), about 1 byte per dimension per waiting prediction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from detectors.slices import SliceCounts
+
+__all__ = ["SliceLayout", "MAX_LEVELS"]
+
+#: Codes travel in 8 bits (0 = missing), so a dimension has at most 255 levels.
+MAX_LEVELS = 255
+_PER_COLUMN = 3
+
+
+def _bin_names(edges: np.ndarray) -> list[str]:
+    e = [f"{float(x):.6g}" for x in edges]
+    if not e:
+        return ["all"]
+    return [f"<{e[0]}"] + [f"[{a}, {b})" for a, b in zip(e[:-1], e[1:], strict=True)] + [f">={e[-1]}"]
+
+
+@dataclass
+class SliceLayout:
+    """Dimensions, their levels and the pairs counted for one model."""
+
+    dims: list[str]
+    kinds: list[str]  # "numeric" | "categorical" | "sensitive"
+    index: list[int]  # column of that kind in a batch (numeric column, categorical list, attribute)
+    levels: list[list[str]]
+    edges: list[np.ndarray | None]
+    pairs: list[tuple[int, int]]
+    max_cells: int
+
+    @classmethod
+    def build(cls, slices_cfg, numeric: list[str], numeric_edges: list[np.ndarray], categorical: list[str],
+              vocabularies: list[list[str]], sensitive: list[str], groups: list[list[str]]) -> SliceLayout:
+        wanted = list(slices_cfg.dimensions) or [*numeric, *categorical, *sensitive]
+        dims, kinds, index, levels, edges = [], [], [], [], []
+        for name in wanted:
+            if name in numeric:
+                j = numeric.index(name)
+                kinds.append("numeric")
+                e = np.asarray(numeric_edges[j], dtype=np.float64)
+                levels.append(_bin_names(e))
+                edges.append(e)
+            elif name in categorical:
+                j = categorical.index(name)
+                kinds.append("categorical")
+                levels.append([f"{v}" for v in vocabularies[j]])
+                edges.append(None)
+            else:
+                j = sensitive.index(name)
+                kinds.append("sensitive")
+                levels.append([f"{v}" for v in groups[j]])
+                edges.append(None)
+            if len(levels[-1]) > MAX_LEVELS:
+                raise ValueError(f"slice dimension {name!r} has {len(levels[-1])} levels; at most {MAX_LEVELS}")
+            dims.append(name)
+            index.append(j)
+        partner = set(slices_cfg.pair_with)
+        pairs = [
+            (i, j)
+            for i in range(len(dims))
+            for j in range(i + 1, len(dims))
+            if kinds[j] in partner or kinds[i] in partner
+            if not (kinds[i] == kinds[j] == "numeric" and "numeric" not in partner)
+        ]
+        return cls(dims, kinds, index, levels, edges, pairs, slices_cfg.max_cells)
+
+    @property
+    def n_columns(self) -> int:
+        """float32 join payload columns the packed codes need."""
+        return math.ceil(len(self.dims) / _PER_COLUMN)
+
+    def counts(self) -> SliceCounts:
+        return SliceCounts(self.dims, self.levels, self.pairs, max_cells=self.max_cells)
+
+    def codes(self, numeric: np.ndarray, categorical_codes: list[np.ndarray], group_codes: np.ndarray) -> np.ndarray:
+        """(n, n_dims) int64 codes of a batch; categorical codes come precomputed (-1: unseen)."""
+        n = numeric.shape[0] if numeric.ndim == 2 else len(group_codes)
+        out = np.full((n, len(self.dims)), -1, dtype=np.int64)
+        for d, (kind, j) in enumerate(zip(self.kinds, self.index, strict=True)):
+            if kind == "numeric":
+                x = numeric[:, j]
+                c = np.searchsorted(self.edges[d], x, side="right")
+                out[:, d] = np.where(np.isnan(x), -1, c)
+            elif kind == "categorical":
+                out[:, d] = categorical_codes[j]
+            else:
+                out[:, d] = group_codes[:, j]
+        return out
+
+    def pack(self, codes: np.ndarray) -> np.ndarray:
+        """Codes as float32 columns, three 8-bit codes (code + 1, 0 = missing) per column."""
+        n = codes.shape[0]
+        out = np.zeros((n, self.n_columns), dtype=np.float32)
+        shifted = (codes + 1).astype(np.int64)
+        for d in range(codes.shape[1]):
+            out[:, d // _PER_COLUMN] += (shifted[:, d] << (8 * (d % _PER_COLUMN))).astype(np.float32)
+        return out
+
+    def unpack(self, packed: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`pack`; all-zero (or pre-upgrade) payloads read as missing."""
+        n = packed.shape[0]
+        out = np.full((n, len(self.dims)), -1, dtype=np.int64)
+        if packed.shape[1] < self.n_columns:
+            return out
+        words = np.rint(packed).astype(np.int64)
+        for d in range(len(self.dims)):
+            out[:, d] = ((words[:, d // _PER_COLUMN] >> (8 * (d % _PER_COLUMN))) & 0xFF) - 1
+        return out

@@ -1,0 +1,57 @@
+"""SliceLayout: dimensions and pairs from the config, codes per event, packing through the join."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monitor.config import SlicesConfig
+from monitor.slicing import MAX_LEVELS, SliceLayout
+
+
+def _layout(**kw) -> SliceLayout:
+    return SliceLayout.build(
+        SlicesConfig(**kw), numeric=["x", "y"], numeric_edges=[np.array([0.0, 1.0]), np.array([5.0])],
+        categorical=["region", "channel"], vocabularies=[["n", "s", "e"], ["web", "app"]],
+        sensitive=["sex"], groups=[["F", "M"]],
+    )
+
+
+def test_dimensions_levels_and_default_pairs():
+    sl = _layout()
+    assert sl.dims == ["x", "y", "region", "channel", "sex"]
+    assert sl.levels[0] == ["<0", "[0, 1)", ">=1"] and sl.levels[1] == ["<5", ">=5"]
+    # every dimension with every categorical feature and sensitive attribute, no numeric x numeric
+    assert (0, 1) not in sl.pairs
+    assert {(0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (2, 4), (3, 4)} <= set(sl.pairs)
+    only = _layout(dimensions=("region", "sex"), pair_with=("sensitive",))
+    assert only.dims == ["region", "sex"] and only.pairs == [(0, 1)]
+    assert _layout(pair_with=()).pairs == []
+
+
+def test_codes_follow_the_reference_bins_and_vocabularies():
+    sl = _layout()
+    numeric = np.array([[-1.0, 7.0], [0.5, np.nan], [1.0, 5.0]])
+    cat = [np.array([0, 2, -1]), np.array([1, -1, 0])]
+    groups = np.array([[1], [0], [-1]])
+    codes = sl.codes(numeric, cat, groups)
+    assert codes.tolist() == [[0, 1, 0, 1, 1], [1, -1, 2, -1, 0], [2, 1, -1, 0, -1]]
+
+
+@pytest.mark.parametrize("n_dims", [1, 3, 4, 7])
+def test_pack_unpack_round_trip(n_dims):
+    rng = np.random.default_rng(n_dims)
+    sl = SliceLayout([f"d{i}" for i in range(n_dims)], ["categorical"] * n_dims, list(range(n_dims)),
+                     [[str(k) for k in range(MAX_LEVELS)]] * n_dims, [None] * n_dims, [], 20000)
+    codes = rng.integers(-1, MAX_LEVELS, size=(500, n_dims))
+    packed = sl.pack(codes)
+    assert packed.dtype == np.float32 and packed.shape == (500, sl.n_columns)
+    assert (sl.unpack(packed) == codes).all()
+    # a payload from before slice codes (too narrow) reads as missing everywhere
+    assert (sl.unpack(packed[:, :0]) == -1).all()
+
+
+def test_too_many_levels_is_refused():
+    with pytest.raises(ValueError, match="at most 255"):
+        SliceLayout.build(SlicesConfig(), numeric=[], numeric_edges=[], categorical=["c"],
+                          vocabularies=[[str(i) for i in range(300)]], sensitive=[], groups=[])
