@@ -10,6 +10,13 @@ Newcombe interval, a two-proportion z-test and Benjamini-Hochberg q-value across
 slices; :func:`degraded_subgroup` is the standing rule's statistic, the interval bound of
 the worst significant slice, which can fire while the global metric looks fine.
 
+With each outcome's expected error (from calibrated scores: ``1 - p`` for a positive
+prediction, ``p`` for a negative one), ``what="excess_error"`` judges a slice's errors
+beyond what the model's own confidence predicts. Plain error rates differ by nature
+between slices where the model is sure and slices near its threshold; the excess is
+zero in every slice of a calibrated model, so a standing rule on it fires on a real
+departure (a group the model is over-confident about), not on the score's spread.
+
 Below, all the excess errors are in one region x channel cell, so that cell, its region
 and its channel have nearly the same contribution; the pair comes first because the
 region and the channel without it do not depart from the rest.
@@ -50,16 +57,21 @@ from detectors.sketch import _Additive
 
 __all__ = ["SliceCounts", "SliceResult", "rank_slices", "degraded_subgroup", "WHATS", "DIRECTIONS"]
 
-#: What a slice's rate is of: joined outcomes' errors, or predictions' positives.
-WHATS = ("error", "selection")
+#: What a slice's rate is of: joined outcomes' errors, those errors beyond the expected
+#: (confidence-adjusted), or predictions' positives.
+WHATS = ("error", "excess_error", "selection")
 #: Which departures count as harm: higher rate, lower rate, or both.
 DIRECTIONS = ("above", "below", "either")
 
-_COUNT_FIELDS = ("n_out", "err", "n_pred", "sel")
+_COUNT_FIELDS = ("n_out", "err", "n_pred", "sel", "exp_err")
+#: Fixed-point unit of the expected-error sums: integers add exactly and associatively,
+#: so a window does not depend on micro-batch boundaries (each event adds <= 2**24).
+EXPECTED_QUANTUM = 2.0**-24
 
 
 class SliceCounts(_Additive):
-    """Per-slice counts of outcomes, errors, predictions and positive predictions.
+    """Per-slice counts of outcomes, errors, predictions and positive predictions, and
+    sums of the outcomes' expected errors (in units of :data:`EXPECTED_QUANTUM`).
 
     Cells are every level of every dimension, then for each pair ``(i, j)`` of dimension
     indices every ``(level_i, level_j)`` combination (level ``a`` of ``i`` and ``c`` of
@@ -70,7 +82,7 @@ class SliceCounts(_Additive):
 
     kind = "slice_counts"
     version = 1
-    _fields = (*_COUNT_FIELDS, "total_out", "total_err", "total_pred", "total_sel")
+    _fields = (*_COUNT_FIELDS, "total_out", "total_err", "total_pred", "total_sel", "total_exp", "total_out_exp")
     _layout = ("dims", "levels", "pairs")
 
     def __init__(
@@ -152,6 +164,8 @@ class SliceCounts(_Additive):
         self.total_err = 0
         self.total_pred = 0
         self.total_sel = 0
+        self.total_exp = 0  # sum of expected errors, in EXPECTED_QUANTUM units
+        self.total_out_exp = 0  # outcomes that came with an expected error
 
     # -- updates --------------------------------------------------------------------------
     def _check_batch(self, codes: np.ndarray, flags: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -176,18 +190,32 @@ class SliceCounts(_Additive):
             raise ValueError(f"{what} must be 0/1 (or bool), got values outside {{0, 1}}")
         return c, fi
 
-    def _count(self, codes: np.ndarray, flags: np.ndarray) -> np.ndarray:
-        """(n_cells, 2) counts of flag 0 and flag 1 per cell: one bincount for the batch."""
+    def _cell_index(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, n_cells_per_event) cell of each event in each dimension and pair, and validity."""
         ci = codes[:, self._pi]
         cj = codes[:, self._pj]
         idx = np.concatenate([codes + self._single_off, ci * self._nlev[self._pj] + cj + self._pair_off], axis=1)
         valid = np.concatenate([codes >= 0, (ci >= 0) & (cj >= 0)], axis=1)
+        return idx, valid
+
+    def _count(self, codes: np.ndarray, flags: np.ndarray) -> np.ndarray:
+        """(n_cells, 2) counts of flag 0 and flag 1 per cell: one bincount for the batch."""
+        idx, valid = self._cell_index(codes)
         # Cell and flag in one key keeps both counts exact integers in a single pass.
         key = (idx * 2 + flags[:, None])[valid]
         return np.bincount(key, minlength=2 * self.n_cells).reshape(self.n_cells, 2)
 
-    def update_outcomes(self, codes: np.ndarray, errors: np.ndarray) -> None:
-        """Joined outcomes: ``codes`` (n, n_dims) per event, ``errors`` 1 if misclassified."""
+    def _weigh(self, codes: np.ndarray, units: np.ndarray) -> np.ndarray:
+        """Per cell, the sum of integer ``units`` of its events (float64 sums of integers
+        are exact below 2**53: a batch of up to 2**29 events)."""
+        idx, valid = self._cell_index(codes)
+        w = np.broadcast_to(units[:, None], idx.shape)[valid]
+        return np.rint(np.bincount(idx[valid], weights=w, minlength=self.n_cells)).astype(np.int64)
+
+    def update_outcomes(self, codes: np.ndarray, errors: np.ndarray, expected: np.ndarray | None = None) -> None:
+        """Joined outcomes: ``codes`` (n, n_dims) per event, ``errors`` 1 if misclassified,
+        and optionally ``expected`` (n,) each outcome's probability of error in [0, 1]
+        (needed for ``what="excess_error"``, then for every outcome)."""
         c, e = self._check_batch(codes, errors, "errors")
         if c.shape[0] == 0:
             return
@@ -196,6 +224,18 @@ class SliceCounts(_Additive):
         self.err += k[:, 1]
         self.total_out += int(c.shape[0])
         self.total_err += int(e.sum())
+        if expected is None:
+            return
+        x = np.asarray(expected, dtype=np.float64)
+        if x.shape != (c.shape[0],):
+            raise ValueError(f"expected must be an ({c.shape[0]},) array like codes' rows, got shape {x.shape}")
+        if not np.all((x >= 0.0) & (x <= 1.0)):
+            row = int(np.flatnonzero(~((x >= 0.0) & (x <= 1.0)))[0])
+            raise ValueError(f"expected errors must be probabilities in [0, 1], got {float(x[row])!r} at row {row}")
+        units = np.rint(x / EXPECTED_QUANTUM)
+        self.exp_err += self._weigh(c, units)
+        self.total_exp += int(units.sum())
+        self.total_out_exp += int(c.shape[0])
 
     def update_predictions(self, codes: np.ndarray, selected: np.ndarray) -> None:
         """Every prediction: ``codes`` (n, n_dims), ``selected`` 1 if predicted positive."""
@@ -231,6 +271,8 @@ class SliceCounts(_Additive):
             "total_err": int(self.total_err),
             "total_pred": int(self.total_pred),
             "total_sel": int(self.total_sel),
+            "total_exp": int(self.total_exp),
+            "total_out_exp": int(self.total_out_exp),
         }
 
     @classmethod
@@ -242,7 +284,7 @@ class SliceCounts(_Additive):
             if arr.shape != (out.n_cells,):
                 raise ValueError(f"slice_counts state: {f} has shape {arr.shape}, layout has {out.n_cells} cells")
             setattr(out, f, arr)
-        for f in ("total_out", "total_err", "total_pred", "total_sel"):
+        for f in ("total_out", "total_err", "total_pred", "total_sel", "total_exp", "total_out_exp"):
             setattr(out, f, int(d[f]))
         return out
 
@@ -273,7 +315,9 @@ class SliceResult:
     interval; ``contribution = difference * share`` is the slice's part of the gap
     between the window and what it would be at the rest's rate (``share = n / total``).
     ``p_value`` is the pooled two-proportion z-test, ``q_value`` its BH-adjusted value
-    across the eligible slices, ``significant`` means ``q_value <= fdr``.
+    across the eligible slices, ``significant`` means ``q_value <= fdr``. For
+    ``excess_error`` the rates are observed minus expected error rates, the interval is
+    Wald (Agresti-Caffo) and the z-test uses the expected rates' binomial variance.
     """
 
     name: str
@@ -328,32 +372,63 @@ def _check_args(counts, what, min_size, confidence, fdr, direction) -> None:
         raise ValueError(f"fdr must be in (0, 1), got {fdr!r}")
 
 
+def _difference_interval(what, x1, n1, e1, x2, n2, e2, confidence):
+    """Interval of (rate 1 - rate 2): Newcombe's for error and selection rates; for excess
+    errors (``e`` the expected errors) Wald with Agresti-Caffo's added successes, whose
+    binomial variance at the observed rate bounds the Poisson-binomial one of errors with
+    varying probabilities."""
+    if what != "excess_error":
+        return newcombe_difference_interval(x1, n1, x2, n2, confidence)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = (x1 - e1) / n1 - (x2 - e2) / n2
+        a1, a2 = (x1 + 1.0) / (n1 + 2.0), (x2 + 1.0) / (n2 + 2.0)
+        half = z_value(confidence) * np.sqrt(a1 * (1.0 - a1) / (n1 + 2.0) + a2 * (1.0 - a2) / (n2 + 2.0))
+    return diff - half, diff + half
+
+
 def _cells(counts: SliceCounts, what: str, min_size: int, confidence: float, fdr: float) -> dict[str, Any]:
     """Every statistic of every cell as arrays; NaN (and not significant) where ineligible."""
-    if what == "error":
-        x, n, total_x, total_n = counts.err, counts.n_out, counts.total_err, counts.total_out
-    else:
+    if what == "selection":
         x, n, total_x, total_n = counts.sel, counts.n_pred, counts.total_sel, counts.total_pred
+    else:
+        x, n, total_x, total_n = counts.err, counts.n_out, counts.total_err, counts.total_out
+    if what == "excess_error":
+        if counts.total_out_exp != counts.total_out:
+            raise ValueError(
+                f"excess_error needs an expected error for every outcome: {counts.total_out_exp} "
+                f"of {counts.total_out} outcomes came with one"
+            )
+        e, total_e = counts.exp_err * EXPECTED_QUANTUM, counts.total_exp * EXPECTED_QUANTUM
+    else:
+        e, total_e = np.zeros(counts.n_cells), 0.0
     x = x.astype(np.float64)
     n = n.astype(np.float64)
     xr = total_x - x
     nr = total_n - n
+    er = total_e - e
     eligible = (n >= min_size) & (nr >= min_size)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate = x / n
-        rest = xr / nr
+        rate = (x - e) / n
+        rest = (xr - er) / nr
         diff = rate - rest
-        pooled = total_x / total_n if total_n else np.nan
-        se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n + 1.0 / nr))
+        if what == "excess_error":
+            # under calibration errors - expected has mean 0 and a variance at most the
+            # binomial one at the mean expected rate (Poisson-binomial <= binomial)
+            es, ers = e / n, er / nr
+            se = np.sqrt(es * (1.0 - es) / n + ers * (1.0 - ers) / nr)
+        else:
+            pooled = total_x / total_n if total_n else np.nan
+            se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n + 1.0 / nr))
         # A window with no errors (or only errors) has every rate equal: no evidence.
         p = np.where(se > 0, 2.0 * stats.norm.sf(np.abs(diff) / se), 1.0)
-    low, high = newcombe_difference_interval(x, n, xr, nr, confidence)
+    low, high = _difference_interval(what, x, n, e, xr, nr, er, confidence)
     p = np.where(eligible, p, np.nan)
     _, q = benjamini_hochberg(p[eligible], alpha=fdr)
     q_all = np.full(counts.n_cells, np.nan)
     q_all[eligible] = q
     return {
-        "x": x, "n": n, "total_x": float(total_x), "total_n": float(total_n),
+        "what": what, "x": x, "n": n, "e": e, "total_x": float(total_x), "total_n": float(total_n),
+        "total_e": float(total_e),
         "eligible": eligible, "rate": rate, "rest": rest, "diff": diff, "low": low, "high": high,
         "share": n / total_n if total_n else np.full(counts.n_cells, np.nan),
         "p": p, "q": q_all, "significant": eligible & (q_all <= fdr),
@@ -390,10 +465,11 @@ def _explainer(
     sign = np.sign(s["diff"])
     keep = candidate[parent] & candidate[child] & (sign[parent] == sign[child])
     parent, child = parent[keep], child[keep]
-    x, n = s["x"], s["n"]
-    rem_x, rem_n = x[parent] - x[child], n[parent] - n[child]
-    low, high = newcombe_difference_interval(
-        rem_x, rem_n, s["total_x"] - x[parent], s["total_n"] - n[parent], confidence
+    x, n, e = s["x"], s["n"], s["e"]
+    rem_x, rem_n, rem_e = x[parent] - x[child], n[parent] - n[child], e[parent] - e[child]
+    low, high = _difference_interval(
+        s["what"], rem_x, rem_n, rem_e, s["total_x"] - x[parent], s["total_n"] - n[parent],
+        s["total_e"] - e[parent], confidence,
     )
     bound = np.where(sign[parent] > 0, low, -high)
     with np.errstate(invalid="ignore"):
@@ -434,7 +510,8 @@ def rank_slices(
 ) -> list[SliceResult]:
     """The slices that depart most from the rest of the window, worst first.
 
-    ``what="error"`` ranks the error rate of joined outcomes, ``"selection"`` the
+    ``what="error"`` ranks the error rate of joined outcomes, ``"excess_error"`` their
+    errors beyond the expected (outcomes updated with ``expected``), ``"selection"`` the
     positive-prediction rate of all predictions. A slice is eligible when it and its rest
     both have at least ``min_size`` events; q-values are BH across all eligible slices.
     ``direction`` keeps slices above the rest (``"above"``, higher error), below it

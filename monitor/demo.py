@@ -248,10 +248,15 @@ def main(args: argparse.Namespace) -> int:
                 what = f"{e.state.upper()} ({e.level})" if e.state == "firing" else e.state.upper()
                 print(f"demo: ALERT {what:16s} {e.model}/{e.rule} {e.scope}: {e.metric}={e.value:.4g} "
                       f"(threshold {e.threshold}) at simulated minute {mins:.0f}", flush=True)
-                top = (e.details.get("slices") or [])[:1] if e.state == "firing" else []
+                if e.state != "firing" or "slices" not in e.details:
+                    continue
+                top = [sl for sl in e.details["slices"] if sl["significant"]][:1]
                 for sl in top:
                     print(f"demo:       where it fails: {sl['name']} ({e.details.get('slices_by')} rate "
                           f"{100 * sl['rate']:.1f}% vs {100 * sl['rest_rate']:.1f}% elsewhere)", flush=True)
+                if not top:
+                    print("demo:       where it fails: no slice departs from the rest (a change across the board)",
+                          flush=True)
 
         app = App(config, config_source="<demo config>", bootstrap_servers=bootstrap, on_output=show)
         producer.start()

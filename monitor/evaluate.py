@@ -70,6 +70,15 @@ def layout_from_profile(model_cfg, profile: ReferenceProfile, sample_per_pane: i
             model_cfg.slices, numeric, [profile.numeric[n].edges for n in numeric], categorical,
             [list(profile.categorical[c].categories) for c in categorical], list(model_cfg.sensitive), groups,
         )
+    # Scores calibrated on the reference (isotonic over its score bins), when it has
+    # labels: the label-free estimates and the slices' expected errors both use them.
+    calibrator = None
+    if profile.score is not None and profile.score_labelled and model_cfg.task != "regression":
+        try:
+            calibrator = ScoreCalibrator.fit(profile.score)
+        except ValueError as e:
+            log.warning("model %s: no score calibration (%s); estimates assume calibrated scores",
+                        model_cfg.name, e)
     return Layout(
         model=model_cfg.name,
         task=model_cfg.task,
@@ -87,6 +96,7 @@ def layout_from_profile(model_cfg, profile: ReferenceProfile, sample_per_pane: i
         reconstruction=recon,
         attribution_features=attribution,
         slicing=slicing,
+        calibrator=calibrator,
     )
 
 
@@ -128,15 +138,12 @@ class Evaluator:
         drift = {r.metric for r in model_cfg.rules if r.scope == "feature"}
         self.drift_tests = sorted(drift | set(_DEFAULT_DRIFT))
         self.confidence = 0.95
-        # label-free estimates: scores calibrated on the reference (isotonic over its score
-        # bins) when the reference has labels; else the raw scores are taken as calibrated
-        self.calibrator = None
-        if profile.score is not None and profile.score_labelled:
-            try:
-                self.calibrator = ScoreCalibrator.fit(profile.score)
-            except ValueError as e:
-                log.warning("model %s: no score calibration (%s); estimates assume calibrated scores",
-                            model_cfg.name, e)
+        # label-free estimates from the reference's calibration (None: the raw scores are
+        # taken as calibrated)
+        self.calibrator = L.calibrator
+        # the standing subgroup rule judges errors beyond what the calibrated scores expect
+        # (binary models with a labelled reference), else plain error rates
+        self.error_view = "excess_error" if (L.calibrator is not None and L.task == "binary") else "error"
         self.ref_attribution = (
             np.array([profile.attribution[f] for f in L.attribution_features], dtype=np.float64)
             if L.attribution_features else None
@@ -264,7 +271,7 @@ class Evaluator:
         if w.slices is None:
             return
         sc = self.cfg.slices
-        todo = [("subgroup_error_gap", "error", "above", w.n_joined)]
+        todo = [("subgroup_error_gap", self.error_view, "above", w.n_joined)]
         if self.cfg.task == "binary":
             todo.append(("subgroup_selection_gap", "selection", "either", w.n_predictions))
         for name, what, direction, n in todo:

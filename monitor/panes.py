@@ -67,10 +67,18 @@ class Layout:
     reconstruction: Any = None
     attribution_features: list[str] = field(default_factory=list)  # [] = attributions not watched
     slicing: Any = None  # monitor.slicing.SliceLayout, or None
+    # detectors.cbpe.ScoreCalibrator fitted on the reference, or None: label-free estimates,
+    # and each joined outcome's expected error in the slices
+    calibrator: Any = None
 
     def __post_init__(self) -> None:
         self._sens_codes = [_group_codes(vocab) for vocab in self.groups]
         self._cat_coders = [CategoryCounts(v) for v in self.vocabularies]
+        if self.calibrator is not None:
+            p = self.calibrator.probabilities
+            c = self.calibrator.counts
+            # an outcome without a score is expected to err at the reference's base rate
+            self._base_positive = float((p * c).sum() / c.sum()) if c.sum() else 0.5
         self.recon_columns = (
             [self.numeric.index(f) for f in self.reconstruction.features] if self.reconstruction is not None else []
         )
@@ -274,10 +282,22 @@ class Pane:
                 self.scores.update(score[ok], (predicted[ok] == y[ok]).astype(np.int64))
             err = (predicted != y).astype(np.float64)
             if self.slices is not None and slice_codes is not None:
-                self.slices.update_outcomes(slice_codes, err)
+                self.slices.update_outcomes(slice_codes, err, self._expected_errors(score, predicted))
         self._err_ts.append(label_ts)
         self._err_key.append(keys)
         self._err_val.append(err)
+
+    def _expected_errors(self, score: np.ndarray, predicted: np.ndarray) -> np.ndarray | None:
+        """Each binary outcome's probability of error by the calibrated score: 1 - p for a
+        positive prediction, p for a negative one (None without a calibration)."""
+        L = self.layout
+        if L.calibrator is None or L.task != "binary":
+            return None
+        probs = L.calibrator.probabilities
+        ok = ~np.isnan(score)
+        bins = np.minimum((np.where(ok, score, 0.0) * probs.size).astype(np.int64), probs.size - 1)
+        p = np.where(ok, probs[np.clip(bins, 0, probs.size - 1)], L._base_positive)
+        return np.where(predicted == 1, 1.0 - p, p)
 
     def seal(self) -> None:
         """Fix the error-indicator order by (label time, id hash): independent of arrival interleaving."""

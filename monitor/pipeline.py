@@ -269,6 +269,8 @@ class ModelRuntime:
         result = []
         for t in transitions:
             view = _SLICE_VIEW.get(t.metric)
+            if t.metric == "subgroup_error_gap":
+                view = (self.evaluator.error_view, "above")  # the slices the rule judged
             if t.state == "firing" and view is not None and self.window.slices is not None:
                 if view not in ranked:
                     ranked[view] = self.evaluator.top_slices(self.window, *view)

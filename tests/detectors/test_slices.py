@@ -1,11 +1,13 @@
 """Slice counts against a pandas groupby, slice statistics against statsmodels, and the
-planted-slice and no-slice behaviour of the ranking and the degraded-subgroup rule."""
+planted-slice and no-slice behaviour of the ranking and the degraded-subgroup rule, plain
+and adjusted for the model's confidence (excess errors)."""
 
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
@@ -363,3 +365,92 @@ def test_selection_rate_drop_is_found_with_direction_below():
     assert either[1].name == "age_band=65+" and either[0] == value
     # Error rates are untouched by the selection counts.
     assert rank_slices(sc, what="error", top=1)[0].name == f"region=r{BAD_REGION}&channel=app"
+
+
+# ------------------------------------------------------------------ confidence-adjusted
+
+
+def confident_events(n, seed, overconfident=False):
+    """Outcomes of a calibrated model whose confidence differs by slice: the device
+    dimension sets how sure it is (ios: p(error) 0.05, android 0.2, desktop 0.4), so plain
+    error rates differ by device on a healthy model. ``overconfident`` doubles the error
+    probability of the planted region x channel cell (3% of traffic) without changing
+    what the model expects there."""
+    codes, _ = events(n, seed, planted=False)
+    rng = np.random.default_rng(seed + 5000)
+    expected = np.array([0.05, 0.2, 0.4])[codes[:, 2]] * rng.uniform(0.8, 1.2, n)
+    bad = (codes[:, 0] == BAD_REGION) & (codes[:, 1] == BAD_CHANNEL)
+    p_err = np.where(bad & overconfident, np.minimum(2 * expected, 1.0), expected)
+    errors = (rng.random(n) < p_err).astype(np.int64)
+    return codes, errors, expected
+
+
+def expected_counts_of(codes, errors, expected, batch=1000):
+    sc = SliceCounts(DIMS, LEVELS, ALL_PAIRS)
+    for s in range(0, len(codes), batch):
+        sc.update_outcomes(codes[s : s + batch], errors[s : s + batch], expected[s : s + batch])
+    return sc
+
+
+def test_excess_error_statistics_equal_pandas_and_statsmodels():
+    codes, errors, expected = confident_events(60_000, seed=30, overconfident=True)
+    sc = expected_counts_of(codes, errors, expected, batch=777)
+    df = pd.DataFrame({"region": codes[:, 0], "channel": codes[:, 1], "err": errors, "exp": expected})
+    cell = df[(df.region == BAD_REGION) & (df.channel == BAD_CHANNEL)]
+    rest = df.drop(cell.index)
+    got = {r.name: r for r in rank_slices(sc, what="excess_error", min_size=100, top=sc.n_cells, direction="either")}
+    r = got[f"region=r{BAD_REGION}&channel=app"]
+    excess, rest_excess = (cell.err - cell.exp).mean(), (rest.err - rest.exp).mean()
+    # fixed point: each expected error is rounded to 2**-24, so means agree to ~1e-7
+    assert r.rate == pytest.approx(excess, abs=1e-7) and r.rest_rate == pytest.approx(rest_excess, abs=1e-7)
+    assert r.difference == pytest.approx(excess - rest_excess, abs=1e-7)
+    es, er = cell.exp.mean(), rest.exp.mean()
+    z = (excess - rest_excess) / np.sqrt(es * (1 - es) / len(cell) + er * (1 - er) / len(rest))
+    assert r.p_value == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-5)
+    # the interval's half-width is Agresti-Caffo's, as statsmodels computes it
+    x, n, xr, nr = int(cell.err.sum()), len(cell), int(rest.err.sum()), len(rest)
+    lo, hi = confint_proportions_2indep(x, n, xr, nr, method="agresti-caffo", compare="diff")
+    assert (r.ci_high - r.ci_low) / 2 == pytest.approx((hi - lo) / 2, abs=ORACLE)
+    # totals and per-cell sums equal a groupby
+    sums = df.groupby("region").exp.sum()
+    assert sc.exp_err[: len(LEVELS[0])] * 2.0**-24 == pytest.approx(sums.reindex(range(6), fill_value=0).to_numpy(),
+                                                                      abs=1e-6 * 60_000)
+
+
+def test_a_calibrated_model_with_uneven_confidence_has_no_excess_slice():
+    plain, adjusted = 0, 0
+    for seed in range(10):
+        sc = expected_counts_of(*confident_events(100_000, seed=40 + seed))
+        plain += degraded_subgroup(sc)[1] is not None
+        adjusted += degraded_subgroup(sc, what="excess_error")[1] is not None
+    # the unsure device's plain error rate departs every time; its excess never should
+    # (BH at 5% bounds a false discovery by about 5% per window)
+    assert plain == 10 and adjusted <= 1, (plain, adjusted)
+
+
+def test_an_overconfident_slice_is_found_by_its_excess_error():
+    sc = expected_counts_of(*confident_events(200_000, seed=60, overconfident=True))
+    value, worst = degraded_subgroup(sc, what="excess_error")
+    assert worst is not None and worst.name == f"region=r{BAD_REGION}&channel=app" and value == worst.ci_low > 0
+    assert rank_slices(sc, what="excess_error")[0].name == worst.name
+
+
+def test_expected_errors_merge_exactly_round_trip_and_are_checked():
+    codes, errors, expected = confident_events(20_000, seed=70)
+    whole = expected_counts_of(codes, errors, expected, batch=20_000)
+    a = expected_counts_of(codes[:7000], errors[:7000], expected[:7000], batch=333)
+    b = expected_counts_of(codes[7000:], errors[7000:], expected[7000:], batch=1000)
+    a.merge(b)
+    assert np.array_equal(a.exp_err, whole.exp_err) and a.total_exp == whole.total_exp
+    back = SliceCounts.from_dict(json.loads(json.dumps(whole.to_dict())))
+    assert np.array_equal(back.exp_err, whole.exp_err) and back.total_out_exp == 20_000
+    a.subtract(b)
+    assert a.total_out_exp == 7000
+    partial = expected_counts_of(codes[:100], errors[:100], expected[:100])
+    partial.update_outcomes(codes[100:200], errors[100:200])  # no expectations
+    with pytest.raises(ValueError, match="expected error for every outcome: 100 of 200"):
+        degraded_subgroup(partial, what="excess_error")
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\], got 1.5 at row 2"):
+        partial.update_outcomes(codes[:3], errors[:3], np.array([0.1, 0.2, 1.5]))
+    with pytest.raises(ValueError, match=r"expected must be an \(3,\) array"):
+        partial.update_outcomes(codes[:3], errors[:3], np.array([0.1, 0.2]))
