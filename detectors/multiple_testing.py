@@ -31,8 +31,11 @@ def benjamini_hochberg(
     a = float(alpha)
     if not 0.0 < a < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    flat = np.ravel(np.asarray(p_values, dtype=object))
-    p = np.array([np.nan if v is None else float(v) for v in flat], dtype=np.float64)
+    if isinstance(p_values, np.ndarray) and p_values.dtype.kind == "f":
+        p = np.ravel(p_values).astype(np.float64)  # NaN already marks a missing test
+    else:
+        flat = np.ravel(np.asarray(p_values, dtype=object))
+        p = np.array([np.nan if v is None else float(v) for v in flat], dtype=np.float64)
     ok = ~np.isnan(p)
     bad = p[ok][(p[ok] < 0) | (p[ok] > 1)]
     if bad.size:

@@ -403,7 +403,16 @@ class ReferenceProfile:
             unknown = [f for f in attributions if f not in (*numeric, *categorical)]
             if unknown:
                 raise ValueError(f"attributions name features {unknown} that are not profiled")
-            A = np.column_stack([np.asarray(col[c], dtype=np.float64) for c in attributions.values()])
+            parts = []
+            for feat, c in attributions.items():
+                try:
+                    a = np.asarray(col[c], dtype=np.float64)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"attribution column {c!r} (feature {feat!r}) must be numeric: {e}") from None
+                if not np.isfinite(a).any():
+                    raise ValueError(f"attribution column {c!r} (feature {feat!r}) has no finite value")
+                parts.append(a)
+            A = np.column_stack(parts)
             imp = reference_importance(A)
             kw["attribution"] = {f: float(v) for f, v in zip(attributions, imp, strict=True)}
         return cls(

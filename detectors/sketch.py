@@ -87,7 +87,7 @@ class _Additive:
                 same = mine == theirs
             if not same:
                 raise ValueError(
-                    f"cannot combine {type(self).__name__}s with different {name}: {mine!r} vs {theirs!r}"
+                    f"cannot combine {type(self).__name__} sketches with different {name}: {mine!r} vs {theirs!r}"
                 )
 
     def merge(self, other):

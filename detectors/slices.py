@@ -47,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 from scipy import stats
 
@@ -67,6 +68,38 @@ _COUNT_FIELDS = ("n_out", "err", "n_pred", "sel", "exp_err")
 #: Fixed-point unit of the expected-error sums: integers add exactly and associatively,
 #: so a window does not depend on micro-batch boundaries (each event adds <= 2**24).
 EXPECTED_QUANTUM = 2.0**-24
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _accumulate(codes, flags, units, single_off, pi, pj, nlev_j, pair_off, n_out, x_out, w_out):
+    """Add each event to its cell in every dimension and pair: ``n_out`` +1, ``x_out``
+    +flag, and ``w_out`` +units when ``units`` is given (length > 0). One pass, in place,
+    no per-batch index arrays (a pane sees hundreds of cells per event)."""
+    n, d = codes.shape
+    weigh = units.shape[0] > 0
+    for r in range(n):
+        f = flags[r]
+        u = units[r] if weigh else 0
+        for k in range(d):
+            c = codes[r, k]
+            if c >= 0:
+                cell = single_off[k] + c
+                n_out[cell] += 1
+                x_out[cell] += f
+                if weigh:
+                    w_out[cell] += u
+        for q in range(pi.shape[0]):
+            a = codes[r, pi[q]]
+            b = codes[r, pj[q]]
+            if a >= 0 and b >= 0:
+                cell = pair_off[q] + a * nlev_j[q] + b
+                n_out[cell] += 1
+                x_out[cell] += f
+                if weigh:
+                    w_out[cell] += u
+
+
+_NO_UNITS = np.zeros(0, dtype=np.int64)
 
 
 class SliceCounts(_Additive):
@@ -139,6 +172,7 @@ class SliceCounts(_Additive):
         self._n_single = int(nlev.sum())
         self._pi = np.array([i for i, _ in self.pairs], dtype=np.int64)
         self._pj = np.array([j for _, j in self.pairs], dtype=np.int64)
+        self._nlev_pj = nlev[self._pj]
         sizes = nlev[self._pi] * nlev[self._pj]
         self._pair_off = self._n_single + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.n_cells = self._n_single + int(sizes.sum())
@@ -177,7 +211,7 @@ class SliceCounts(_Additive):
             raise ValueError(f"codes must be integers, got dtype {c.dtype}")
         if f.shape != (c.shape[0],):
             raise ValueError(f"{what} must be an ({c.shape[0]},) array like codes' rows, got shape {f.shape}")
-        c = c.astype(np.int64, copy=False)
+        c = np.ascontiguousarray(c, dtype=np.int64)
         bad = (c < -1) | (c >= self._nlev)
         if bad.any():
             row, col = np.argwhere(bad)[0]
@@ -185,32 +219,10 @@ class SliceCounts(_Additive):
                 f"codes of dimension {self.dims[col]!r} must be -1 (missing) or in "
                 f"0..{self._nlev[col] - 1}, got {int(c[row, col])} at row {int(row)}"
             )
-        fi = f.astype(np.int64)
+        fi = np.ascontiguousarray(f, dtype=np.int64)
         if np.any(fi != f) or np.any((fi != 0) & (fi != 1)):
             raise ValueError(f"{what} must be 0/1 (or bool), got values outside {{0, 1}}")
         return c, fi
-
-    def _cell_index(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n, n_cells_per_event) cell of each event in each dimension and pair, and validity."""
-        ci = codes[:, self._pi]
-        cj = codes[:, self._pj]
-        idx = np.concatenate([codes + self._single_off, ci * self._nlev[self._pj] + cj + self._pair_off], axis=1)
-        valid = np.concatenate([codes >= 0, (ci >= 0) & (cj >= 0)], axis=1)
-        return idx, valid
-
-    def _count(self, codes: np.ndarray, flags: np.ndarray) -> np.ndarray:
-        """(n_cells, 2) counts of flag 0 and flag 1 per cell: one bincount for the batch."""
-        idx, valid = self._cell_index(codes)
-        # Cell and flag in one key keeps both counts exact integers in a single pass.
-        key = (idx * 2 + flags[:, None])[valid]
-        return np.bincount(key, minlength=2 * self.n_cells).reshape(self.n_cells, 2)
-
-    def _weigh(self, codes: np.ndarray, units: np.ndarray) -> np.ndarray:
-        """Per cell, the sum of integer ``units`` of its events (float64 sums of integers
-        are exact below 2**53: a batch of up to 2**29 events)."""
-        idx, valid = self._cell_index(codes)
-        w = np.broadcast_to(units[:, None], idx.shape)[valid]
-        return np.rint(np.bincount(idx[valid], weights=w, minlength=self.n_cells)).astype(np.int64)
 
     def update_outcomes(self, codes: np.ndarray, errors: np.ndarray, expected: np.ndarray | None = None) -> None:
         """Joined outcomes: ``codes`` (n, n_dims) per event, ``errors`` 1 if misclassified,
@@ -219,34 +231,41 @@ class SliceCounts(_Additive):
         c, e = self._check_batch(codes, errors, "errors")
         if c.shape[0] == 0:
             return
-        k = self._count(c, e)
-        self.n_out += k.sum(axis=1)
-        self.err += k[:, 1]
+        units = _NO_UNITS
+        if expected is not None:
+            x = np.asarray(expected, dtype=np.float64)
+            if x.shape != (c.shape[0],):
+                raise ValueError(f"expected must be an ({c.shape[0]},) array like codes' rows, got shape {x.shape}")
+            ok = (x >= 0.0) & (x <= 1.0)
+            if not ok.all():
+                row = int(np.flatnonzero(~ok)[0])
+                raise ValueError(f"expected errors must be probabilities in [0, 1], got {float(x[row])!r} at row {row}")
+            units = np.rint(x / EXPECTED_QUANTUM).astype(np.int64)
+        _accumulate(c, e, units, self._single_off, self._pi, self._pj, self._nlev_pj, self._pair_off,
+                    self.n_out, self.err, self.exp_err)
         self.total_out += int(c.shape[0])
         self.total_err += int(e.sum())
-        if expected is None:
-            return
-        x = np.asarray(expected, dtype=np.float64)
-        if x.shape != (c.shape[0],):
-            raise ValueError(f"expected must be an ({c.shape[0]},) array like codes' rows, got shape {x.shape}")
-        if not np.all((x >= 0.0) & (x <= 1.0)):
-            row = int(np.flatnonzero(~((x >= 0.0) & (x <= 1.0)))[0])
-            raise ValueError(f"expected errors must be probabilities in [0, 1], got {float(x[row])!r} at row {row}")
-        units = np.rint(x / EXPECTED_QUANTUM)
-        self.exp_err += self._weigh(c, units)
-        self.total_exp += int(units.sum())
-        self.total_out_exp += int(c.shape[0])
+        if expected is not None:
+            self.total_exp += int(units.sum())
+            self.total_out_exp += int(c.shape[0])
 
     def update_predictions(self, codes: np.ndarray, selected: np.ndarray) -> None:
         """Every prediction: ``codes`` (n, n_dims), ``selected`` 1 if predicted positive."""
         c, s = self._check_batch(codes, selected, "selected")
         if c.shape[0] == 0:
             return
-        k = self._count(c, s)
-        self.n_pred += k.sum(axis=1)
-        self.sel += k[:, 1]
+        _accumulate(c, s, _NO_UNITS, self._single_off, self._pi, self._pj, self._nlev_pj, self._pair_off,
+                    self.n_pred, self.sel, self.exp_err)
         self.total_pred += int(c.shape[0])
         self.total_sel += int(s.sum())
+
+    def zeros(self) -> SliceCounts:
+        """Empty counts of the same layout, sharing its (immutable) index: a new pane's
+        counts without rebuilding tens of thousands of slice names."""
+        out = object.__new__(SliceCounts)
+        out.__dict__.update(self.__dict__)
+        out._reset()
+        return out
 
     # -- state ----------------------------------------------------------------------------
     def copy(self) -> SliceCounts:

@@ -1191,9 +1191,18 @@ def _model_extras(c: _Check, task: str | None) -> None:
             c.ctx.error(rpath, f'"{m}" needs attributions.enabled = true on this model')
         if m in SUBGROUP_METRICS and (sl is None or not sl.enabled):
             c.ctx.error(rpath, f'"{m}" needs slices.enabled = true on this model')
-        if m in SUBGROUP_METRICS + ESTIMATED_METRICS[1:] and task not in (None, "binary") and \
-                not (m == "subgroup_error_gap" and task == "multiclass"):
+        # (estimates on a regression model already get "needs a classification task")
+        wrong_task = (m in SUBGROUP_METRICS and task not in (None, "binary")
+                      and not (m == "subgroup_error_gap" and task == "multiclass")) or \
+                     (m in ESTIMATED_METRICS[1:] and task == "multiclass")
+        if wrong_task:
             c.ctx.error(rpath, f'"{m}" needs task "binary", this model is "{task}"')
+    k = getattr(mv, "n_components", None)
+    if mv is not None and mv.enabled and len(numeric) >= 2 and k is not None and k >= 1 and k >= len(numeric):
+        c.ctx.error(c.key("multivariate") + ("n_components",),
+                    f"{_show(k)} components of {len(numeric)} numeric features reconstruct every event "
+                    f"exactly: nothing is left to measure; give fewer than the numeric features "
+                    f"({len(numeric) - 1} at most) or a share of variance below 1")
 
 
 def _check_multivariate(c: _Check) -> None:

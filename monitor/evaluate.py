@@ -66,10 +66,13 @@ def layout_from_profile(model_cfg, profile: ReferenceProfile, sample_per_pane: i
             attribution = [f.name for f in model_cfg.features]
     slicing = None
     if model_cfg.slices.enabled and model_cfg.task != "regression":
-        slicing = SliceLayout.build(
-            model_cfg.slices, numeric, [profile.numeric[n].edges for n in numeric], categorical,
-            [list(profile.categorical[c].categories) for c in categorical], list(model_cfg.sensitive), groups,
-        )
+        try:
+            slicing = SliceLayout.build(
+                model_cfg.slices, numeric, [profile.numeric[n].edges for n in numeric], categorical,
+                [list(profile.categorical[c].categories) for c in categorical], list(model_cfg.sensitive), groups,
+            )
+        except ValueError as e:  # too many cells for max_cells, with this reference's bins
+            raise ValueError(f"model {model_cfg.name!r}: [models.slices]: {e}") from None
     # Scores calibrated on the reference (isotonic over its score bins), when it has
     # labels: the label-free estimates and the slices' expected errors both use them.
     calibrator = None

@@ -10,6 +10,7 @@ adding their sketches, so a window is a running sum.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ from detectors.sketch import (
 from detectors.slices import SliceCounts
 
 __all__ = ["Layout", "Pane", "RowSample", "window_sample", "LOSS_QUANTUM"]
+
+log = logging.getLogger("driftline.panes")
 
 LOSS_QUANTUM = 2.0**-24
 # Per-event reconstruction errors are clipped at this multiple of the reference's mean
@@ -395,8 +398,19 @@ class Pane:
             s.__dict__.update(fresh.__dict__)
         for k, s in p._extras().items():
             sd = d.get("extras", {}).get(k)
-            if sd is not None:
-                s.__dict__.update(type(s).from_dict(sd).__dict__)
+            if sd is None:
+                continue  # state from before this sketch existed, or it was just turned on
+            stored = type(s).from_dict(sd)
+            try:
+                s._check_compatible(stored)
+            except ValueError as e:
+                # [models.slices], the attributions or the multivariate model changed since
+                # the checkpoint: the restored pane starts this sketch empty rather than the
+                # daemon refusing the whole state (windows, waiting predictions) over it.
+                log.warning("model %s: pane at %s keeps no %s counts from the checkpoint: the "
+                            "configured layout differs (%s)", layout.model, d["start"], k, e)
+                continue
+            s.__dict__.update(stored.__dict__)
         p.errors = np.asarray(d["errors"], dtype=np.float64)
         pend = d["pending_errors"]
         if pend["ts"]:

@@ -67,7 +67,10 @@ def build_for_model(config, model: str, frame: pd.DataFrame) -> ReferenceProfile
             col = f"{f.attributions}.{feat.name}"
             if col in frame.columns:
                 attributions[feat.name] = col
-                data[col] = frame[col].to_numpy(dtype=np.float64)
+                try:
+                    data[col] = frame[col].to_numpy(dtype=np.float64)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"model {model!r}: attribution column {col!r} must be numeric: {e}") from None
             else:
                 absent.append(col)
         if absent:

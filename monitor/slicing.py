@@ -11,7 +11,7 @@ up to 2**24), about 1 byte per dimension per waiting prediction.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +42,8 @@ class SliceLayout:
     edges: list[np.ndarray | None]
     pairs: list[tuple[int, int]]
     max_cells: int
+    # empty counts built once: a pane copies it instead of rebuilding the slice names
+    _template: SliceCounts | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, slices_cfg, numeric: list[str], numeric_edges: list[np.ndarray], categorical: list[str],
@@ -77,7 +79,9 @@ class SliceLayout:
             if kinds[j] in partner or kinds[i] in partner
             if not (kinds[i] == kinds[j] == "numeric" and "numeric" not in partner)
         ]
-        return cls(dims, kinds, index, levels, edges, pairs, slices_cfg.max_cells)
+        out = cls(dims, kinds, index, levels, edges, pairs, slices_cfg.max_cells)
+        out.counts()  # builds the index now: a layout over max_cells fails at start-up
+        return out
 
     @property
     def n_columns(self) -> int:
@@ -85,7 +89,10 @@ class SliceLayout:
         return math.ceil(len(self.dims) / _PER_COLUMN)
 
     def counts(self) -> SliceCounts:
-        return SliceCounts(self.dims, self.levels, self.pairs, max_cells=self.max_cells)
+        """Empty counts for a new pane; the layout's index is built once and shared."""
+        if self._template is None:
+            self._template = SliceCounts(self.dims, self.levels, self.pairs, max_cells=self.max_cells)
+        return self._template.zeros()
 
     def codes(self, numeric: np.ndarray, categorical_codes: list[np.ndarray], group_codes: np.ndarray) -> np.ndarray:
         """(n, n_dims) int64 codes of a batch; categorical codes come precomputed (-1: unseen)."""

@@ -152,6 +152,8 @@ def _alert_blocks(n: Notification, dashboard_url: str) -> tuple[str, list[dict]]
     text = head + ": " + "; ".join(statement(e) for e in events[:3])
     if len(events) > 3:
         text += f"; and {len(events) - 3} more"
+    if where:
+        text += f". Where it fails: {where[0]}"
     return _cut(text, 3000), blocks
 
 
