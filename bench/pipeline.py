@@ -298,13 +298,17 @@ def beyond_drift_cost(tmp: Path, sizes: dict) -> dict[str, Any]:
     run_end_to_end(on, on_profiles, warm)
     run_end_to_end(off, off_profiles, warm)
     log("throughput: end to end with everything beyond drift on, and off, alternating")
-    rates: dict[str, list[float]] = {"on": [], "off": []}
+    values = [v for _, vs in batches for v in vs]
+    rates: dict[str, list[float]] = {"on": [], "off": [], "json": []}
     for _ in range(max(3, sizes["repeats"])):
         for name, cfg, prof in (("off", off, off_profiles), ("on", on, on_profiles)):
             _, cpu, info = _clock(lambda cfg=cfg, prof=prof: run_end_to_end(cfg, prof, batches))
             if info["failures"]:
                 raise AssertionError(f"{info['failures']} records failed decoding in the {name} run")
             rates[name].append(n_events / cpu)
+        # the machine's speed at that moment: json.loads of the same records
+        _, cpu, _ = _clock(lambda: [json.loads(v) for v in values])
+        rates["json"].append(n_events / cpu)
     ratios = sorted(a / b for a, b in zip(rates["on"], rates["off"], strict=True))
     on_rate, off_rate = sorted(rates["on"])[len(rates["on"]) // 2], sorted(rates["off"])[len(rates["off"]) // 2]
     return figure(
@@ -313,7 +317,10 @@ def beyond_drift_cost(tmp: Path, sizes: dict) -> dict[str, Any]:
         target=">= 100000 events/s per core with all of it on", met=on_rate >= 100_000,
         added_us_per_event=round(1e6 * (1 / on_rate - 1 / off_rate), 3),
         ratio_median_of_pairs=ratios[len(ratios) // 2], ratio_range=[ratios[0], ratios[-1]],
-        runs=len(ratios), events=n_events)
+        on_range=[min(rates["on"]), max(rates["on"])],
+        on_vs_json_loads=sorted(a / b for a, b in zip(rates["on"], rates["json"], strict=True))[len(ratios) // 2],
+        json_loads_per_second=sorted(rates["json"])[len(ratios) // 2],
+        runs=len(ratios), events=n_events, mean_record_bytes=round(sum(map(len, values)) / n_events, 1))
 
 
 def profile_end_to_end(config, profiles, batches) -> list[dict[str, Any]]:

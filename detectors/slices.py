@@ -49,7 +49,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from detectors._serde import check_state
 from detectors.intervals import newcombe_difference_interval, z_value
@@ -406,7 +406,8 @@ def _difference_interval(what, x1, n1, e1, x2, n2, e2, confidence):
 
 
 def _cells(counts: SliceCounts, what: str, min_size: int, confidence: float, fdr: float) -> dict[str, Any]:
-    """Every statistic of every cell as arrays; NaN (and not significant) where ineligible."""
+    """Every statistic of every cell as arrays; NaN (and not significant) where ineligible.
+    Intervals are left to :func:`_bounds`, for the few cells a caller reports."""
     if what == "selection":
         x, n, total_x, total_n = counts.sel, counts.n_pred, counts.total_sel, counts.total_pred
     else:
@@ -439,16 +440,15 @@ def _cells(counts: SliceCounts, what: str, min_size: int, confidence: float, fdr
             pooled = total_x / total_n if total_n else np.nan
             se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n + 1.0 / nr))
         # A window with no errors (or only errors) has every rate equal: no evidence.
-        p = np.where(se > 0, 2.0 * stats.norm.sf(np.abs(diff) / se), 1.0)
-    low, high = _difference_interval(what, x, n, e, xr, nr, er, confidence)
+        p = np.where(se > 0, 2.0 * special.ndtr(-np.abs(diff) / se), 1.0)  # two-sided normal tail
     p = np.where(eligible, p, np.nan)
     _, q = benjamini_hochberg(p[eligible], alpha=fdr)
     q_all = np.full(counts.n_cells, np.nan)
     q_all[eligible] = q
     return {
-        "what": what, "x": x, "n": n, "e": e, "total_x": float(total_x), "total_n": float(total_n),
-        "total_e": float(total_e),
-        "eligible": eligible, "rate": rate, "rest": rest, "diff": diff, "low": low, "high": high,
+        "what": what, "confidence": confidence, "x": x, "n": n, "e": e, "xr": xr, "nr": nr, "er": er,
+        "total_x": float(total_x), "total_n": float(total_n), "total_e": float(total_e),
+        "eligible": eligible, "rate": rate, "rest": rest, "diff": diff,
         "share": n / total_n if total_n else np.full(counts.n_cells, np.nan),
         "p": p, "q": q_all, "significant": eligible & (q_all <= fdr),
     }
@@ -501,7 +501,14 @@ def _explainer(
     return out
 
 
-def _result(counts: SliceCounts, s: dict[str, Any], k: int) -> SliceResult:
+def _bounds(s: dict[str, Any], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The difference intervals of the cells ``idx`` (a window has thousands of cells; an
+    alert reports a handful, and the subgroup rule needs only the significant ones)."""
+    return _difference_interval(s["what"], s["x"][idx], s["n"][idx], s["e"][idx], s["xr"][idx], s["nr"][idx],
+                                s["er"][idx], s["confidence"])
+
+
+def _result(counts: SliceCounts, s: dict[str, Any], k: int, low: float, high: float) -> SliceResult:
     return SliceResult(
         name=counts.names[k],
         n=int(s["n"][k]),
@@ -509,8 +516,8 @@ def _result(counts: SliceCounts, s: dict[str, Any], k: int) -> SliceResult:
         rate=float(s["rate"][k]),
         rest_rate=float(s["rest"][k]),
         difference=float(s["diff"][k]),
-        ci_low=float(s["low"][k]),
-        ci_high=float(s["high"][k]),
+        ci_low=float(low),
+        ci_high=float(high),
         contribution=float(s["diff"][k] * s["share"][k]),
         p_value=float(s["p"][k]),
         q_value=float(s["q"][k]),
@@ -557,7 +564,9 @@ def rank_slices(
     tier = np.where(s["significant"], 0, 1)
     idx = np.flatnonzero(keep)
     order = idx[np.lexsort((idx, s["p"][idx], explained[idx], -sort_harm[idx], tier[idx]))]
-    return [_result(counts, s, int(k)) for k in order[:top]]
+    shown = order[:top]
+    low, high = _bounds(s, shown)
+    return [_result(counts, s, int(k), lo, hi) for k, lo, hi in zip(shown, low, high, strict=True)]
 
 
 def degraded_subgroup(
@@ -581,7 +590,8 @@ def degraded_subgroup(
     keep = s["significant"] & _in_direction(s["diff"], direction)
     if not keep.any():
         return 0.0, None
-    bound = np.where(s["diff"] > 0, s["low"], -s["high"])
     idx = np.flatnonzero(keep)
-    best = int(idx[np.lexsort((idx, s["p"][idx], -bound[idx]))[0]])
-    return max(float(bound[best]), 0.0), _result(counts, s, best)
+    low, high = _bounds(s, idx)
+    bound = np.where(s["diff"][idx] > 0, low, -high)
+    j = int(np.lexsort((idx, s["p"][idx], -bound))[0])
+    return max(float(bound[j]), 0.0), _result(counts, s, int(idx[j]), low[j], high[j])

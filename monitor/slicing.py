@@ -3,14 +3,13 @@
 A slice dimension is a numeric feature (its bins on the reference edges), a categorical
 feature (its reference vocabulary) or a sensitive attribute (its groups). Every event gets
 one small code per dimension (-1: missing or outside the vocabulary). Outcomes are counted
-when the label arrives, so a waiting prediction carries its codes through the label join:
-three 8-bit codes packed into each float32 payload column (float32 holds integers exactly
-up to 2**24), about 1 byte per dimension per waiting prediction.
+when the label arrives, so a waiting prediction carries its codes through the label join,
+each in the bits its level count needs, packed into float32 payload columns (float32 holds
+integers exactly up to 2**24): a 10-bin numeric feature takes 4 bits of a waiting prediction.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,9 +18,9 @@ from detectors.slices import SliceCounts
 
 __all__ = ["SliceLayout", "MAX_LEVELS"]
 
-#: Codes travel in 8 bits (0 = missing), so a dimension has at most 255 levels.
+#: A dimension has at most 255 levels (its code + 1 then fits in 8 bits).
 MAX_LEVELS = 255
-_PER_COLUMN = 3
+_WORD_BITS = 24  # integers a float32 holds exactly
 
 
 def _bin_names(edges: np.ndarray) -> list[str]:
@@ -44,6 +43,7 @@ class SliceLayout:
     max_cells: int
     # empty counts built once: a pane copies it instead of rebuilding the slice names
     _template: SliceCounts | None = field(default=None, init=False, repr=False, compare=False)
+    _packing: list[tuple[int, int, int]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, slices_cfg, numeric: list[str], numeric_edges: list[np.ndarray], categorical: list[str],
@@ -86,7 +86,23 @@ class SliceLayout:
     @property
     def n_columns(self) -> int:
         """float32 join payload columns the packed codes need."""
-        return math.ceil(len(self.dims) / _PER_COLUMN)
+        return max((col for col, _, _ in self._plan()), default=-1) + 1
+
+    def _plan(self) -> list[tuple[int, int, int]]:
+        """Per dimension (column, shift, bits): each code + 1 (0 = missing) takes the bits its
+        level count needs, packed first-fit into the 24 bits a float32 holds exactly; a
+        waiting prediction carries this in the join table, so bits are bytes of memory."""
+        if self._packing is None:
+            plan, used = [], []
+            for lv in self.levels:
+                bits = max(1, (len(lv)).bit_length())  # code + 1 ranges over 0..len(lv)
+                col = next((c for c, u in enumerate(used) if u + bits <= _WORD_BITS), len(used))
+                if col == len(used):
+                    used.append(0)
+                plan.append((col, used[col], bits))
+                used[col] += bits
+            self._packing = plan
+        return self._packing
 
     def counts(self) -> SliceCounts:
         """Empty counts for a new pane; the layout's index is built once and shared."""
@@ -110,13 +126,13 @@ class SliceLayout:
         return out
 
     def pack(self, codes: np.ndarray) -> np.ndarray:
-        """Codes as float32 columns, three 8-bit codes (code + 1, 0 = missing) per column."""
+        """Codes as float32 columns (code + 1, 0 = missing), packed as :meth:`_plan` says."""
         n = codes.shape[0]
-        out = np.zeros((n, self.n_columns), dtype=np.float32)
-        shifted = (codes + 1).astype(np.int64)
-        for d in range(codes.shape[1]):
-            out[:, d // _PER_COLUMN] += (shifted[:, d] << (8 * (d % _PER_COLUMN))).astype(np.float32)
-        return out
+        words = np.zeros((n, self.n_columns), dtype=np.int64)
+        shifted = codes.astype(np.int64) + 1
+        for d, (col, shift, _) in enumerate(self._plan()):
+            words[:, col] |= shifted[:, d] << shift
+        return words.astype(np.float32)
 
     def unpack(self, packed: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`pack`; all-zero (or pre-upgrade) payloads read as missing."""
@@ -125,6 +141,6 @@ class SliceLayout:
         if packed.shape[1] < self.n_columns:
             return out
         words = np.rint(packed).astype(np.int64)
-        for d in range(len(self.dims)):
-            out[:, d] = ((words[:, d // _PER_COLUMN] >> (8 * (d % _PER_COLUMN))) & 0xFF) - 1
+        for d, (col, shift, bits) in enumerate(self._plan()):
+            out[:, d] = ((words[:, col] >> shift) & ((1 << bits) - 1)) - 1
         return out

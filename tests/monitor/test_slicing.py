@@ -51,6 +51,20 @@ def test_pack_unpack_round_trip(n_dims):
     assert (sl.unpack(packed[:, :0]) == -1).all()
 
 
+def test_codes_take_the_bits_their_levels_need():
+    # 20 ten-bin numeric features (4 bits each), a 255-level category (8 bits) and a
+    # 2-group attribute (2 bits): 90 bits, so 4 float32 columns, not one per 3 dimensions
+    levels = [[str(k) for k in range(10)]] * 20 + [[str(k) for k in range(255)], ["F", "M"]]
+    n = len(levels)
+    sl = SliceLayout([f"d{i}" for i in range(n)], ["categorical"] * n, list(range(n)), levels, [None] * n, [], 20000)
+    assert sl.n_columns == 4
+    rng = np.random.default_rng(1)
+    codes = np.column_stack([rng.integers(-1, len(lv), 2000) for lv in levels])
+    codes[:5] = [len(lv) - 1 for lv in levels]  # every field at its largest code
+    packed = sl.pack(codes)
+    assert packed.max() < 2**24 and (sl.unpack(packed) == codes).all()
+
+
 def test_too_many_levels_is_refused():
     with pytest.raises(ValueError, match="at most 255"):
         SliceLayout.build(SlicesConfig(), numeric=[], numeric_edges=[], categorical=["c"],
