@@ -114,10 +114,14 @@ class ModelRuntime:
 
     @property
     def slice_columns(self) -> int:
-        """Join payload columns of this model's packed slice codes (known before the reference)."""
+        """Join payload columns of this model's packed slice codes: exact once the reference
+        is read, else the bound of three codes per column (first-fit of codes of at most 8
+        bits into 24-bit words leaves no word but the last with fewer than three)."""
         sl = self.cfg.slices
         if not sl.enabled or self.cfg.task == "regression":
             return 0
+        if self.layout is not None:
+            return self.layout.slicing.n_columns if self.layout.slicing is not None else 0
         n_dims = len(sl.dimensions) or len(self.cfg.features) + len(self.cfg.sensitive)
         return -(-n_dims // 3)
 
@@ -447,7 +451,13 @@ class PartitionState:
             self.preds = JoinTable(1, f32.shape[1] - 1, max_pending, initial_capacity=2 * len(keys) + 16)
             self.preds.put(keys, ts, f32[:, 1:2].astype(np.float64), np.delete(f32, 1, axis=1))
         width = self.preds.f32.shape[1]
-        if width < self._f32_width:
+        if width > self._f32_width:
+            # written with the pre-reference bound on slice columns: the codes' packing depends
+            # on the layout only, so the columns past the exact width hold nothing
+            keys, ts, f64, f32 = self.preds.rows()
+            self.preds = JoinTable(1, self._f32_width, max_pending, initial_capacity=2 * len(keys) + 16)
+            self.preds.put(keys, ts, f64, np.ascontiguousarray(f32[:, : self._f32_width]))
+        elif width < self._f32_width:
             # written before slice codes rode the join: pad (0 = no codes, counted in no slice)
             keys, ts, f64, f32 = self.preds.rows()
             self.preds = JoinTable(1, self._f32_width, max_pending, initial_capacity=2 * len(keys) + 16)
