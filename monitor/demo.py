@@ -26,6 +26,7 @@ from pathlib import Path
 
 import orjson
 
+from monitor.sinks.render import SLICE_RATE
 from monitor.synth import (
     Change,
     ModelSpec,
@@ -252,7 +253,8 @@ def main(args: argparse.Namespace) -> int:
                     continue
                 top = [sl for sl in e.details["slices"] if sl["significant"]][:1]
                 for sl in top:
-                    print(f"demo:       where it fails: {sl['name']} ({e.details.get('slices_by')} rate "
+                    what = SLICE_RATE.get(e.details.get("slices_by", "error"), "rate")
+                    print(f"demo:       where it fails: {sl['name']} ({what} "
                           f"{100 * sl['rate']:.1f}% vs {100 * sl['rest_rate']:.1f}% elsewhere)", flush=True)
                 if not top:
                     print("demo:       where it fails: no slice departs from the rest (a change across the board)",

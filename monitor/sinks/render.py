@@ -62,7 +62,7 @@ def pct(x: float | None) -> str:
 
 
 #: How a slice's rate reads, by what the slices were ranked on (detectors.slices.WHATS).
-_SLICE_RATE = {"error": "error", "excess_error": "errors beyond expected", "selection": "selection"}
+SLICE_RATE = {"error": "error", "excess_error": "errors beyond expected", "selection": "selection"}
 
 
 def slice_lines(ev: AlertEvent, limit: int = 5) -> list[str]:
@@ -76,7 +76,7 @@ def slice_lines(ev: AlertEvent, limit: int = 5) -> list[str]:
     >>> slice_lines(e)
     ['region=n&channel=web: error 20.0% vs 10.0% elsewhere (+10.0 pts, CI +8.0 to +12.0), 3.0% of traffic, q = 0.001']
     """
-    what = _SLICE_RATE.get(ev.details.get("slices_by", "error"), "rate")
+    what = SLICE_RATE.get(ev.details.get("slices_by", "error"), "rate")
     out = []
     for s in (ev.details.get("slices") or [])[:limit]:
         d, lo, hi = (100 * float(s[k]) for k in ("difference", "ci_low", "ci_high"))
