@@ -81,7 +81,7 @@ class Layout:
             p = self.calibrator.probabilities
             c = self.calibrator.counts
             # an outcome without a score is expected to err at the reference's base rate
-            self._base_positive = float((p * c).sum() / c.sum()) if c.sum() else 0.5
+            self.base_positive = float((p * c).sum() / c.sum()) if c.sum() else 0.5
         self.recon_columns = (
             [self.numeric.index(f) for f in self.reconstruction.features] if self.reconstruction is not None else []
         )
@@ -296,10 +296,10 @@ class Pane:
         L = self.layout
         if L.calibrator is None or L.task != "binary":
             return None
-        probs = L.calibrator.probabilities
         ok = ~np.isnan(score)
-        bins = np.minimum((np.where(ok, score, 0.0) * probs.size).astype(np.int64), probs.size - 1)
-        p = np.where(ok, probs[np.clip(bins, 0, probs.size - 1)], L._base_positive)
+        # the calibrator was fitted on the reference's score bins, which are this pane's
+        bins = self.scores.bin_of(np.where(ok, score, 0.0))
+        p = np.where(ok, L.calibrator.probabilities[bins], L.base_positive)
         return np.where(predicted == 1, 1.0 - p, p)
 
     def seal(self) -> None:

@@ -30,6 +30,12 @@ import numpy as np
 
 from detectors.change_detector import detector_from_dict, detector_registry
 from detectors.reference import ReferenceProfile
+from monitor.config import (
+    ATTRIBUTION_METRICS,
+    ESTIMATED_METRICS,
+    MULTIVARIATE_METRICS,
+    SUBGROUP_METRICS,
+)
 from monitor.decode import LabelBatch, PredictionBatch
 from monitor.evaluate import Evaluator, layout_from_profile
 from monitor.events import AlertEvent
@@ -55,19 +61,15 @@ _ERROR_VIEW, _SELECTION_VIEW = ("error", "above"), ("selection", "either")
 _SLICE_VIEW: dict[str, tuple[str, str]] = {
     **dict.fromkeys(("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "ece",
                      "equal_opportunity_difference", "equalized_odds_difference",
-                     "predictive_parity_difference", "subgroup_error_gap",
+                     "predictive_parity_difference",
                      "adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w", "cusum"), _ERROR_VIEW),
     **dict.fromkeys(("demographic_parity_difference", "disparate_impact_ratio", "subgroup_selection_gap"),
                     _SELECTION_VIEW),
-}
+}  # subgroup_error_gap: the view its evaluator judged (Evaluator.error_view), see _with_slices
 
 
 #: Evaluations an evidence report lists beside the alert: the label-free and multivariate views.
-_FINDINGS = frozenset({
-    "estimated_accuracy", "estimated_precision", "estimated_recall", "estimated_f1", "estimated_roc_auc",
-    "reconstruction_error", "reconstruction_error_change", "attribution_shift", "attribution_rank_correlation",
-    "subgroup_error_gap", "subgroup_selection_gap",
-})
+_FINDINGS = frozenset(ESTIMATED_METRICS + MULTIVARIATE_METRICS + ATTRIBUTION_METRICS + SUBGROUP_METRICS)
 
 
 @dataclass
