@@ -34,6 +34,7 @@ from monitor.errors import ConfigError, StateError
 from monitor.fetcher import FetchProcess
 from monitor.http import report_link
 from monitor.ingest import ingest
+from monitor.kstate import KafkaState
 from monitor.metrics import Metrics
 from monitor.outbox import Deliverer, Outbox
 from monitor.oversight import Oversight
@@ -129,12 +130,17 @@ class App:
 
                 self.audit.reference_version(name, f"v{prof.version}", config.model(name).reference,
                                              hashlib.sha256(raw).hexdigest())
-        self.pipeline = Pipeline(config, self.profiles, self.metrics, reports=config.reports.enabled)
+        kafka_backend = config.state.backend == "kafka"
+        self.pipeline = Pipeline(config, self.profiles, self.metrics, reports=config.reports.enabled,
+                                 stage2=not kafka_backend)
+        # state.backend = "kafka": stage 2, the changelogs and the transaction (monitor/kstate.py)
+        self.kstate: KafkaState | None = KafkaState(self) if kafka_backend else None
         self._zero_series()
         self.reports = ReportWriter.from_config(config)
         # Evidently takes seconds per report: never on the poll loop
         self.report_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-report")
-        self.pipeline.restore_models(self.store.blobs("model/"))
+        if self.kstate is None:
+            self.pipeline.restore_models(self.store.blobs("model/"))
         self._refresh_alert_gauges()  # alerts still firing in the restored state
         self.decoder = RecordDecoder(config.fields, config.models)
         self.consumer_overrides = consumer_overrides or {}
@@ -163,8 +169,14 @@ class App:
         self.producer: KafkaProducer | None = None
         self.scheduler = BackgroundScheduler(daemon=True)
 
+    def _stage2_models(self) -> list:
+        """The model runtimes this process evaluates (kafka backend: the models it owns)."""
+        if self.kstate is not None:
+            return [self.kstate.stage.runtimes[n] for n in sorted(self.kstate.stage.runtimes)]
+        return self.pipeline.models
+
     def _refresh_alert_gauges(self) -> None:
-        for m in self.pipeline.models:
+        for m in self._stage2_models():
             self.metrics.alerts.labels(m.cfg.name, "firing").set(len(m.policy.firing()))
         self._summaries = self._build_summaries()
 
@@ -243,6 +255,8 @@ class App:
             return False, "no partitions assigned"
         if not self.restored:
             return False, "state not restored"
+        if self.kstate is not None and self.kstate.restoring():
+            return False, "restoring state from the changelog"
         lag = self._lag()
         if lag > self.config.kafka.max_lag_ready:
             return False, f"lagging: {lag} records behind (max_lag_ready={self.config.kafka.max_lag_ready})"
@@ -269,7 +283,7 @@ class App:
 
     def _build_summaries(self) -> list[dict[str, Any]]:
         out = []
-        for m in self.pipeline.models:
+        for m in self._stage2_models():
             out.append({"name": m.cfg.name, "task": m.cfg.task, "ready": m.ready,
                         "reference": m.cfg.reference or ("warm-up" if m.ready else f"warming up {m.warmup_n}/{m.cfg.warmup_events}"),
                         "window_events": m.window.n_predictions if m.window is not None else 0,
@@ -279,6 +293,9 @@ class App:
     # -- rebalance -----------------------------------------------------------------------------
     def _on_revoked(self, revoked) -> None:
         if not revoked:
+            return
+        if self.kstate is not None:
+            self._drop_inputs(revoked, "revoked")
             return
         log.info("partitions revoked: %s; checkpointing", sorted((tp.topic, tp.partition) for tp in revoked))
         # kafka-python runs listeners on its IO thread, where a blocking commit is refused;
@@ -299,6 +316,9 @@ class App:
         into stage 2 since the last checkpoint, and their next owner re-reads those records:
         roll the whole pipeline back to the last checkpoint (and the kept partitions to its
         offsets), so nothing is counted twice. Output since that checkpoint is recomputed."""
+        if self.kstate is not None:
+            self._drop_inputs(lost, "lost")
+            return
         log.warning("partitions lost: %s; rolling back to the last checkpoint",
                     sorted((tp.topic, tp.partition) for tp in lost))
         self.assigned -= set(lost)
@@ -322,7 +342,33 @@ class App:
         self.metrics.assigned_partitions.set(len(self.assigned))
         self._refresh_alert_gauges()
 
+    def _drop_inputs(self, tps, why: str) -> None:
+        """Kafka backend: a revoked or lost partition's work since the last committed
+        transaction is dropped; its next owner restores that transaction's snapshot."""
+        log.info("partitions %s: %s; their work since the last checkpoint is left to the next owner",
+                 why, sorted((tp.topic, tp.partition) for tp in tps))
+        self.kstate.inputs_revoked(tps)
+        self.assigned -= set(tps)
+        keep = {tp.partition for tp in self.assigned}
+        for tp in tps:
+            if tp.partition not in keep:
+                self.pipeline.drop_partition(tp.partition)
+            self.positions.pop((tp.topic, tp.partition), None)
+            self._epochs.pop(tp, None)
+        if self.fetcher is not None and not self._closing:
+            self.fetcher.revoke([(tp.topic, tp.partition) for tp in tps])
+        self.metrics.assigned_partitions.set(len(self.assigned))
+
     def _on_assigned(self, assigned) -> None:
+        if self.kstate is not None:
+            # restored and seeked by the poll loop (no blocking calls on this thread)
+            if assigned:
+                self.consumer.pause(*assigned)
+            self.kstate.inputs_assigned(assigned)
+            self.assigned |= set(assigned)
+            self.metrics.assigned_partitions.set(len(self.assigned))
+            log.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+            return
         stored = self.store.offsets()
         starts = {}
         for tp in sorted(assigned, key=lambda t: (t.topic, t.partition)):
@@ -375,6 +421,8 @@ class App:
             self.fetcher = self._make_fetcher()
             self.fetcher.start()
         self.consumer = self._make_consumer()
+        if self.kstate is not None:
+            self.kstate.start()
         self._start_http()
         self.deliverer.start()
         s = self.config
@@ -424,6 +472,8 @@ class App:
             records = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=k.max_poll_records)
             chunks = [(tp.topic, tp.partition, None, [r.offset for r in recs], [r.value for r in recs],
                        [r.key for r in recs], None) for tp, recs in records.items()]
+        if self.kstate is not None:
+            self._restore_inputs()
         self.last_poll = time.time()
         self.metrics.poll_loop_heartbeat.set(self.last_poll)
         took = False
@@ -432,6 +482,8 @@ class App:
             tp = TopicPartition(topic, partition)
             if tp not in self.assigned or (epoch is not None and self._epochs.get(tp) != epoch):
                 continue  # revoked, lost or re-seeked since it was fetched
+            if self.kstate is not None and partition not in self.kstate.restored_inputs:
+                continue  # assigned again since it was fetched: read after the restore
             took = True
             kind = "predictions" if topic == self.config.topics.predictions else "labels"
             failures = ingest(self.pipeline, self.decoder, kind, partition, values, self.metrics, topic)
@@ -446,8 +498,21 @@ class App:
         if self._idle_due.is_set():
             self._idle_due.clear()
             self._emit(self.pipeline.close_idle(self.config.scheduler.idle_close_seconds))
+        if self.kstate is not None:
+            self._emit(self.kstate.poll())
         if self._checkpoint_due.is_set():
             self.checkpoint()
+
+    def _restore_inputs(self) -> None:
+        """Kafka backend: restore the partitions assigned since the last poll, then read them
+        from the offsets their snapshot holds."""
+        starts = self.kstate.restore_inputs(self.assigned)
+        if not starts:
+            return
+        self._seek(starts)
+        if self.fetcher is None:
+            self.consumer.resume(*starts)
+        self.restored = True
 
     def _dead_letter(self, tp: TopicPartition, offset: int, key: bytes | None, value, reason: str, code: str) -> None:
         headers = [
@@ -508,6 +573,9 @@ class App:
             return
         if self.producer is not None:
             self.producer.flush(timeout=30)
+        if self.kstate is not None:
+            self._checkpoint_kafka()
+            return
         out = self.pipeline.drain()
         offsets = {k: v for k, v in self.positions.items()}
         blobs = {**self.pipeline.partition_blobs(), **self.pipeline.model_blobs()}
@@ -518,19 +586,7 @@ class App:
                 "INSERT OR IGNORE INTO evaluations(model, window_end, metric, scope, record) VALUES (?,?,?,?,?)",
                 [(e.model, e.window_end, e.metric, e.scope, json.dumps(e.record(), sort_keys=True)) for e in out.evaluations],
             )
-            if out.transitions:
-                self.oversight.record_transitions(conn, out.transitions)
-                notify = [self._linked(t, now) for t in out.transitions if self.oversight.should_notify(t, now)]
-                self.outbox.enqueue(conn, notify, now=now, transitions=out.transitions)
-            for r in out.retrains:
-                t = r["alert"]
-                cfg = self.config.model(r["model"])
-                req = self.oversight.propose_retrain(
-                    conn, r["model"], f"{t.rule}: {t.metric} {t.scope} = {t.value}", (t.window_start, t.window_end),
-                    {"alert": transition_record(t)}, r["labels_since_last"], cfg.high_risk, t.window_end,
-                )
-                if req is not None:
-                    self.outbox.enqueue(conn, [req], now=now)
+            self._record_outputs(conn, out.transitions, out.retrains, now)
 
         try:
             seconds = self.store.checkpoint(offsets, blobs, extra)
@@ -552,6 +608,31 @@ class App:
                 self.consumer.commit(to_commit)
             except Exception as exc:  # noqa: BLE001 - the state DB holds the truth; Kafka's is a hint
                 log.warning("offset commit to Kafka failed (state is safe in the checkpoint): %s", exc)
+
+    def _checkpoint_kafka(self) -> None:
+        seconds, out = self.kstate.checkpoint()
+        self.metrics.checkpoint_done(seconds)
+        self._emitted_keys.clear()
+        self._lag()
+        self.pipeline.update_gauges()
+        self._summaries = self._build_summaries()
+
+    def _record_outputs(self, conn, transitions, retrains, now: float) -> None:
+        """Alert transitions and retrain requests into the oversight tables and the outbox
+        (in the caller's state transaction)."""
+        if transitions:
+            self.oversight.record_transitions(conn, transitions)
+            notify = [self._linked(t, now) for t in transitions if self.oversight.should_notify(t, now)]
+            self.outbox.enqueue(conn, notify, now=now, transitions=transitions)
+        for r in retrains:
+            t = r["alert"]
+            cfg = self.config.model(r["model"])
+            req = self.oversight.propose_retrain(
+                conn, r["model"], f"{t.rule}: {t.metric} {t.scope} = {t.value}", (t.window_start, t.window_end),
+                {"alert": transition_record(t)}, r["labels_since_last"], cfg.high_risk, t.window_end,
+            )
+            if req is not None:
+                self.outbox.enqueue(conn, [req], now=now)
 
     def _audit_delivery(self, sink: str, n, outcome: str, error: str | None) -> None:
         """Deliveries are evidence: each final outcome goes to the audit log."""
@@ -587,6 +668,7 @@ class App:
             # before the consumer: kafka-python's close() runs the rebalance listener
             ("fetch process", lambda: self.fetcher is not None and self.fetcher.stop()),
             ("consumer", lambda: self.consumer is not None and self.consumer.close(autocommit=False)),
+            ("Kafka state", lambda: self.kstate is not None and self.kstate.close()),
             ("producer", lambda: self.producer is not None and self.producer.close(timeout=10)),
             ("audit log", self.audit.close),
         ]

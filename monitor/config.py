@@ -214,6 +214,23 @@ class JoinConfig(_Section):
 class StateConfig(_Section):
     dir: str = "./state"
     checkpoint_interval_seconds: float = 10.0
+    #: "sqlite": state, offsets and outbox in the local file only (one process, or replicas
+    #: that each keep their own partitions' state). "kafka": the local file is a cache; state
+    #: lives in compacted changelog topics, every checkpoint is one Kafka transaction, and
+    #: panes travel over an internal topic to the model's one owner (monitor/kstate.py).
+    backend: Literal["sqlite", "kafka"] = "sqlite"
+    #: Prefix of the internal topics ("" = kafka.group_id).
+    topic_prefix: str = ""
+    #: Replication factor of internal topics created by `driftline run` (-1: the broker's default).
+    replication_factor: int = -1
+    #: Partitions of the panes and model-changelog topics: the most processes that share stage 2.
+    model_partitions: int = 6
+    #: A transaction left open by a dead process is aborted after this; a new owner's restore
+    #: waits for it (Kafka Streams uses 10 s for exactly-once too).
+    transaction_timeout_ms: int = 10000
+    #: State snapshots are split into records of at most this size (the broker's default
+    #: message.max.bytes is 1 MB).
+    chunk_bytes: int = 512 * 1024
 
 
 class HttpConfig(_Section):
@@ -1005,7 +1022,16 @@ def _check_join(c: _Check) -> None:
 
 def _check_state(c: _Check) -> None:
     c.non_empty("dir")
-    c.positive("checkpoint_interval_seconds")
+    c.positive("checkpoint_interval_seconds", "model_partitions", "transaction_timeout_ms")
+    rf = c.kw.get("replication_factor")
+    if rf is not None and rf != -1 and rf < 1:
+        c.error("replication_factor", f"must be -1 (the broker's default) or at least 1, got {rf}")
+    cb = c.kw.get("chunk_bytes")
+    if cb is not None and not 1024 <= cb <= 8 * 1024 * 1024:
+        c.error("chunk_bytes", f"must be between 1024 and 8388608 (the broker's message.max.bytes bounds a record), got {cb}")
+    prefix = c.kw.get("topic_prefix")
+    if prefix and not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", prefix):
+        c.error("topic_prefix", f"must be a Kafka topic name prefix (letters, digits, '.', '_', '-'), got {_show(prefix)}")
 
 
 def _check_http(c: _Check) -> None:
@@ -1364,6 +1390,15 @@ def _check_config(c: _Check) -> None:
     sinks, topics = c.kw.get("sinks"), c.kw.get("topics")
     if sinks is not None and topics is not None and sinks.kafka.enabled and not topics.alerts:
         c.ctx.error(("topics", "alerts"), "must not be empty while sinks.kafka.enabled = true")
+    state = c.kw.get("state")
+    if state is not None and state.backend == "kafka" and models:
+        # a warm-up reference is built from the first events one process sees: replicas would
+        # build different bin edges, and panes with different edges do not add up
+        missing = [m.name for m in models if not m.reference]
+        if missing:
+            c.ctx.error(("state", "backend"), '"kafka" needs a reference file for every model '
+                        f"(models without `reference`: {', '.join(missing)}); build one with "
+                        "`driftline reference build`")
 
 
 _HOOKS: dict[type, Callable[[_Check], None]] = {

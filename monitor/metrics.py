@@ -141,6 +141,16 @@ class Metrics:
         )
         self.checkpoint_age.set_function(self._checkpoint_age)
         self._last_checkpoint = time.time()
+        # state.backend = "kafka": restores from the changelog topics
+        self.state_restore_seconds = Histogram(
+            "driftline_state_restore_seconds",
+            "Time to restore an assigned partition's state (kind: partition = stage 1, model = stage 2).",
+            ["kind"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120), registry=r,
+        )
+        self.state_restore_records = Gauge(
+            "driftline_state_restore_records", "Changelog records read by the restore under way (or the last one).",
+            ["kind"], registry=r,
+        )
         # delivery
         self.deliveries = Counter(
             "driftline_sink_deliveries_total", "Delivery attempts by outcome.", ["sink", "outcome"], registry=r

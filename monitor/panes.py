@@ -344,6 +344,12 @@ class Pane:
             self.osample.merge(other.osample)
         if other.errors.size:
             self.errors = np.concatenate([self.errors, other.errors])
+        # unsealed outcomes (panes sent over the panes topic are merged before the seal):
+        # the seal then orders every partition's outcomes together by (label time, id hash),
+        # as one process reading all partitions would
+        self._err_ts += other._err_ts
+        self._err_key += other._err_key
+        self._err_val += other._err_val
         return self
 
     def subtract(self, other: Pane) -> Pane:

@@ -480,8 +480,12 @@ class Pipeline:
 
     def __init__(self, config, profiles: dict[str, ReferenceProfile | None], metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.monotonic, reports: bool = False,
-                 labels_expected: bool | None = None):
+                 labels_expected: bool | None = None, stage2: bool = True):
         self.config = config
+        # stage2=False (state.backend = "kafka"): sealed panes wait in ``sealed`` for the
+        # checkpoint, which publishes them to the model's owner (monitor.kstate)
+        self.stage2 = stage2
+        self.sealed: dict[tuple[int, int], list[Pane]] = {}
         self.metrics = metrics
         self.clock = clock
         r = config.reports
@@ -501,13 +505,38 @@ class Pipeline:
     def partition(self, p: int) -> PartitionState:
         st = self.partitions.get(p)
         if st is None:
-            st = PartitionState(p, len(self.models), self.n_scopes + self.n_slice_cols, self.config.join.ttl_seconds,
-                                self.config.join.max_pending, labels_expected=self.labels_expected)
-            self.partitions[p] = st
+            st = self.partitions[p] = self.new_partition_state(p)
         return st
+
+    def new_partition_state(self, p: int) -> PartitionState:
+        """An empty partition state (not registered: see :meth:`partition`)."""
+        return PartitionState(p, len(self.models), self.n_scopes + self.n_slice_cols, self.config.join.ttl_seconds,
+                              self.config.join.max_pending, labels_expected=self.labels_expected)
 
     def drop_partition(self, p: int) -> None:
         self.partitions.pop(p, None)
+        for key in [k for k in self.sealed if k[1] == p]:
+            del self.sealed[key]
+
+    def take_sealed(self) -> dict[tuple[int, int], list[Pane]]:
+        """(model index, partition) -> panes sealed since the last call (stage2=False)."""
+        out, self.sealed = self.sealed, {}
+        return out
+
+    def progress(self, model_index: int, p: int) -> tuple[float, bool]:
+        """How far partition ``p`` has sealed the model's panes, and whether it holds stage 2
+        back (the one-process rule of :meth:`advance`: it has data and is not idle)."""
+        st = self.partitions.get(p)
+        if st is None:
+            return -math.inf, False
+        return st.sealed[model_index], bool(not st.idle and st.pred_max > -math.inf)
+
+    def is_idle(self, p: int, since: float, idle_seconds: float) -> bool:
+        """Whether partition ``p``, assigned at ``since`` (this pipeline's clock), has been
+        without records for ``idle_seconds``."""
+        st = self.partitions.get(p)
+        last = since if st is None else max(since, st.last_activity)
+        return self.clock() - last >= idle_seconds
 
     # -- stage 1 ----------------------------------------------------------------------------
     def add_predictions(self, p: int, batch: PredictionBatch) -> None:
@@ -634,10 +663,16 @@ class Pipeline:
                     continue
                 for start in sorted(s for s in st.open[m.index] if s + m.pane <= cutoff):
                     pane = st.open[m.index].pop(start)
+                    if not self.stage2:
+                        # unsealed: the owner seals it with every partition's outcomes
+                        self.sealed.setdefault((m.index, st.partition), []).append(pane)
+                        continue
                     pane.seal()
                     m.accept_sealed(pane)
                 st.sealed[m.index] = cutoff
             self._expire(st)
+        if not self.stage2:
+            return self._keep(produced)
         for m in self.models:
             active = [st.sealed[m.index] for st in self.partitions.values() if not st.idle and st.pred_max > -math.inf]
             if active:

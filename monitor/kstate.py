@@ -1,0 +1,544 @@
+"""``state.backend = "kafka"``: state in changelog topics, one transaction per checkpoint,
+stage 2 over the panes topic, delivery from the transitions topic.
+
+What one process runs, beside the App's input consumer (group ``kafka.group_id``):
+
+- **Stage 1** (the App's pipeline, per input partition): sealed partial panes are not
+  evaluated here; they wait for the checkpoint.
+- **Stage 2** (:class:`~monitor.stage2.ModelStage`): a consumer in group
+  ``<group_id>-models`` on ``<prefix>-panes`` (``read_committed``); a model lives on the
+  one process that owns its panes partition.
+- **Delivery**: a consumer in group ``<group_id>-delivery`` on ``<prefix>-transitions``
+  feeds the local outbox (sinks, retries, idempotency keys) and the oversight tables; its
+  offsets are committed only up to notifications that reached a final state, so a pod that
+  dies with undelivered notifications leaves them to the next owner.
+
+**The checkpoint is one Kafka transaction** (:meth:`KafkaState.checkpoint`): the stage-1
+snapshots of the input partitions that moved, their sealed panes and progress for stage 2,
+the input offsets (``send_offsets_to_transaction`` with the input consumer's group
+metadata), then stage 2's evaluations, alert transitions and retrain requests, the
+snapshots of the models that changed and the panes offsets (with the models consumer's
+group metadata). Either all of it becomes visible to ``read_committed`` readers or none.
+The group metadata fences zombies (KIP-447): a process that was paused past its session
+while its partitions moved fails its next commit (``CommitFailedError``), its writes are
+aborted, and it stops; its supervisor restarts it and it restores from the changelog.
+
+A partition revoked or lost between checkpoints drops what it did since the last one: its
+next owner restores the snapshot and re-reads from the offsets in the same transaction.
+After a successful commit the same state is written to the local SQLite file, which a
+restart on the same volume uses instead of the changelog when its offsets equal the
+group's committed ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from typing import Any
+
+import msgspec
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from monitor.changelog import (
+    InternalTopics,
+    SnapshotWriter,
+    ensure_topics,
+    model_partition,
+    new_checkpoint_id,
+    read_snapshots,
+)
+from monitor.errors import StateError
+from monitor.events import decode_alert, encode
+from monitor.pipeline import Output
+from monitor.stage2 import ModelStage, pane_message
+
+__all__ = ["KafkaState", "OUTPUTS_VERSION"]
+
+log = logging.getLogger("driftline.kstate")
+
+_pack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder()
+
+OUTPUTS_VERSION = 1
+_STAGE_POLL_SECONDS = 0.05
+_JOIN_POLL_MS = 20
+_IDLE_MEMBER_POLL_SECONDS = 0.5
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread: only records what moved (no blocking calls on the
+    consumer there); the poll loop restores and seeks."""
+
+    def __init__(self, on_assigned, on_revoked):
+        self._assigned, self._revoked = on_assigned, on_revoked
+
+    def on_partitions_revoked(self, revoked):
+        self._revoked(revoked)
+
+    def on_partitions_assigned(self, assigned):
+        self._assigned(assigned)
+
+    def on_partitions_lost(self, lost):
+        self._revoked(lost)
+
+
+class KafkaState:
+    """The Kafka side of one process in ``state.backend = "kafka"`` (see the module doc)."""
+
+    def __init__(self, app):
+        self.app = app
+        cfg = app.config
+        s = cfg.state
+        self.settings = s
+        self.topics = InternalTopics(s.topic_prefix or cfg.kafka.group_id)
+        self.stage = ModelStage(cfg, app.profiles, app.metrics, reports=cfg.reports.enabled)
+        self.n_sources = 0
+        self.producer: KafkaProducer | None = None
+        self.models_consumer: KafkaConsumer | None = None
+        self.delivery_consumer: KafkaConsumer | None = None
+        self.partition_writer: SnapshotWriter | None = None
+        self.model_writer: SnapshotWriter | None = None
+        self.transactional_id = f"{self.topics.prefix}-{socket.gethostname()}-{os.getpid()}"
+        # input partition numbers assigned and not yet restored; panes partitions likewise
+        self._inputs_to_restore: set[int] = set()
+        self._models_to_restore: set[int] = set()
+        self.restored_inputs: set[int] = set()
+        self._restored_at: dict[int, float] = {}
+        self.owned_panes: set[int] = set()
+        self.panes_positions: dict[int, int] = {}
+        self._written: dict[int, tuple] = {}  # input partition -> offsets of its last snapshot
+        self._panes_written: dict[int, int] = {}
+        self._published: dict[tuple[str, int], tuple[float, bool]] = {}
+        self._stage_polled = 0.0
+        # delivery: per transitions partition, (next offset, highest outbox row id it made)
+        self._delivery_marks: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        self._delivery_committed: dict[int, int] = {}
+        self.fenced = False
+
+    # -- start-up ------------------------------------------------------------------------------
+    def start(self) -> None:
+        app, cfg = self.app, self.app.config
+        common = app._client_common()
+        probe = KafkaConsumer(**common)
+        try:
+            deadline = time.monotonic() + 30
+            while not (parts := probe.partitions_for_topic(cfg.topics.predictions)):
+                if time.monotonic() > deadline:
+                    raise StateError(f"topic {cfg.topics.predictions!r} (topics.predictions) has no metadata after "
+                                     "30 s: create it before starting with state.backend = \"kafka\"")
+                time.sleep(0.2)
+        finally:
+            probe.close()
+        self.n_sources = len(parts)
+        ensure_topics(common, self.topics.specs(self.n_sources, self.settings.model_partitions),
+                      self.settings.replication_factor)
+        self.producer = KafkaProducer(
+            transactional_id=self.transactional_id, transaction_timeout_ms=self.settings.transaction_timeout_ms,
+            acks="all", linger_ms=5, max_request_size=max(1048576, 2 * self.settings.chunk_bytes), **common)
+        self.producer.init_transactions()
+        log.info("transactional producer %s ready (transaction timeout %d ms)", self.transactional_id,
+                 self.settings.transaction_timeout_ms)
+        self.partition_writer = SnapshotWriter(self.producer.send, self.topics.partition_changelog,
+                                               self.settings.chunk_bytes)
+        self.model_writer = SnapshotWriter(self.producer.send, self.topics.model_changelog, self.settings.chunk_bytes)
+        group = app._consumer_settings()
+        base = {k: v for k, v in group.items() if k not in ("group_id", "max_poll_records")}
+        self.models_consumer = KafkaConsumer(**{**base, "group_id": f"{cfg.kafka.group_id}-models",
+                                                "isolation_level": "read_committed",
+                                                "auto_offset_reset": "earliest", "enable_auto_commit": False,
+                                                "max_partition_fetch_bytes": 8 * 1048576})
+        self.models_consumer.subscribe([self.topics.panes], listener=_Listener(self._models_assigned,
+                                                                                self._models_revoked))
+        self.delivery_consumer = KafkaConsumer(**{**base, "group_id": f"{cfg.kafka.group_id}-delivery",
+                                                  "isolation_level": "read_committed",
+                                                  "auto_offset_reset": "earliest", "enable_auto_commit": False})
+        self.delivery_consumer.subscribe([self.topics.transitions], listener=_Listener(self._delivery_assigned,
+                                                                                       self._delivery_revoked))
+
+    def restoring(self) -> bool:
+        return bool(self._inputs_to_restore or self._models_to_restore)
+
+    def _changelog_reader(self) -> dict[str, Any]:
+        return {**self.app._client_common()}
+
+    # -- stage 1: input partitions ---------------------------------------------------------------
+    def inputs_assigned(self, tps) -> None:
+        """Listener side: remember the partition numbers to restore before they are read."""
+        self._inputs_to_restore |= {tp.partition for tp in tps}
+
+    def inputs_revoked(self, tps) -> None:
+        """Listener side: what these partitions did since the last commit is dropped (their
+        next owner restores the committed snapshot and re-reads from its offsets)."""
+        for tp in tps:
+            p = tp.partition
+            self.restored_inputs.discard(p)
+            self._inputs_to_restore.discard(p)
+            self._written.pop(p, None)
+            self.partition_writer and self.partition_writer.forget(f"partition/{p}")
+            for key in [k for k in self._published if k[1] == p]:
+                del self._published[key]
+
+    def restore_inputs(self, assigned: set[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """Restore the input partitions assigned since the last call; returns where to start
+        reading each (the offsets in the restored snapshot, None: the group's committed)."""
+        if not self._inputs_to_restore:
+            return {}
+        app = self.app
+        starts: dict[TopicPartition, int | None] = {}
+        for p in sorted(self._inputs_to_restore):
+            tps = [tp for tp in assigned if tp.partition == p]
+            if not tps:
+                continue
+            t0 = time.perf_counter()
+            data, offsets, source = self._partition_snapshot(p, tps)
+            app.pipeline.drop_partition(p)
+            if data is not None:
+                app.pipeline.restore_partition(p, data)
+            for tp in tps:
+                off = offsets.get(tp.topic)
+                starts[tp] = off
+                if off is not None:
+                    app.positions[(tp.topic, tp.partition)] = off
+                else:
+                    app.positions.pop((tp.topic, tp.partition), None)
+            self._written[p] = tuple(sorted(offsets.items()))
+            self.restored_inputs.add(p)
+            self._restored_at[p] = app.pipeline.clock()
+            seconds = time.perf_counter() - t0
+            app.metrics.state_restore_seconds.labels("partition").observe(seconds)
+            log.info("input partition %d restored from %s in %.2fs (offsets %s)", p, source, seconds, offsets or "none")
+        self._inputs_to_restore.clear()
+        return starts
+
+    def _partition_snapshot(self, p: int, tps: list[TopicPartition]) -> tuple[bytes | None, dict[str, int], str]:
+        """(state bytes, offsets by topic, where from): the local copy when its offsets are
+        the group's committed ones, else the changelog."""
+        app = self.app
+        local_off = {t: o for (t, pp), o in app.store.offsets().items() if pp == p}
+        blob = app.store.blob(f"kpartition/{p}")
+        if blob is not None and local_off:
+            committed = {}
+            for tp in tps:
+                c = app.consumer.committed(tp)  # read_committed: waits out pending transactional offsets
+                if c is not None:
+                    committed[tp.topic] = c
+            if committed and committed == {t: local_off.get(t) for t in committed}:
+                return blob, {t: local_off[t] for t in committed}, "the local copy"
+        snaps = read_snapshots(self._changelog_reader(), self.topics.partition_changelog, p,
+                               timeout_seconds=max(60.0, 6 * self.settings.transaction_timeout_ms / 1000.0),
+                               progress=lambda done, total: app.metrics.state_restore_records.labels("partition")
+                               .set(done))
+        snap = snaps.get(f"partition/{p}")
+        if snap is None:
+            return None, {}, "nothing (a new partition)"
+        self.partition_writer.known(f"partition/{p}", snap.header["chunks"])
+        return snap.data, {t: int(o) for t, o in snap.header.get("offsets", {}).items()}, "the changelog"
+
+    def _progress(self, model_index: int, p: int) -> tuple[float, bool]:
+        """A source's progress for stage 2. A partition that has had no record yet holds the
+        model back until it has been idle for scheduler.idle_close_seconds since its
+        assignment: its first fetch may still be under way, and panes it then seals must not
+        arrive after stage 2 evaluated their windows."""
+        pipeline = self.app.pipeline
+        sealed, active = pipeline.progress(model_index, p)
+        if p not in pipeline.partitions:
+            idle = pipeline.is_idle(p, self._restored_at.get(p, 0.0), self.app.config.scheduler.idle_close_seconds)
+            return sealed, not idle
+        return sealed, active
+
+    # -- stage 2: models -----------------------------------------------------------------------------
+    def _models_assigned(self, tps) -> None:
+        self._models_to_restore |= {tp.partition for tp in tps}
+        if tps:
+            self.models_consumer.pause(*tps)  # read only once the models are restored
+
+    def _models_revoked(self, tps) -> None:
+        for tp in tps:
+            part = tp.partition
+            self._models_to_restore.discard(part)
+            self.owned_panes.discard(part)
+            self.panes_positions.pop(part, None)
+            self._panes_written.pop(part, None)
+            for name in self._models_of(part):
+                self.stage.release(name)
+                self.model_writer and self.model_writer.forget(f"model/{name}")
+
+    def _models_of(self, part: int) -> list[str]:
+        n = self.settings.model_partitions
+        return [m.name for m in self.app.config.models if model_partition(m.name, n) == part]
+
+    def _restore_models(self) -> None:
+        if not self._models_to_restore:
+            return
+        c = self.models_consumer
+        for part in sorted(self._models_to_restore):
+            t0 = time.perf_counter()
+            snaps = read_snapshots(self._changelog_reader(), self.topics.model_changelog, part,
+                                   timeout_seconds=max(60.0, 6 * self.settings.transaction_timeout_ms / 1000.0),
+                                   progress=lambda done, total: self.app.metrics.state_restore_records
+                                   .labels("model").set(done))
+            for name in self._models_of(part):
+                snap = snaps.get(f"model/{name}")
+                self.stage.own(name, None if snap is None else snap.data)
+                if snap is not None:
+                    self.model_writer.known(f"model/{name}", snap.header["chunks"])
+            tp = TopicPartition(self.topics.panes, part)
+            pos = snaps.get(f"panes-offset/{part}")
+            if pos is not None:
+                off = int(_unpack.decode(pos.data))
+                c.seek(tp, off)
+                self.panes_positions[part] = off
+                self._panes_written[part] = off
+                self.model_writer.known(f"panes-offset/{part}", pos.header["chunks"])
+            self.owned_panes.add(part)
+            c.resume(tp)
+            seconds = time.perf_counter() - t0
+            self.app.metrics.state_restore_seconds.labels("model").observe(seconds)
+            log.info("models partition %d (%s) restored in %.2fs", part, ", ".join(self._models_of(part)) or "no models",
+                     seconds)
+        self._models_to_restore.clear()
+        self.app._refresh_alert_gauges()
+
+    def poll(self) -> Output:
+        """Stage 2 and delivery, from the poll loop: restore what was assigned, merge panes,
+        evaluate, feed the outbox. Returns what stage 2 produced."""
+        now = time.monotonic()
+        if now - self._stage_polled < _STAGE_POLL_SECONDS:
+            return Output()
+        self._stage_polled = now
+        c = self.models_consumer
+        records = _poll_member(c, 500)
+        self._restore_models()  # assignments happen inside poll()
+        for tp, recs in records.items():
+            if tp.partition not in self.owned_panes:
+                continue  # arrived before a revoke in the same poll
+            for r in recs:
+                self.stage.accept(r.value, f"{tp.topic}[{tp.partition}]@{r.offset}")
+        # the consumer's position, not the last record + 1: it also steps over the
+        # transaction markers that follow every committed batch of panes
+        for part in self.owned_panes:
+            tp = TopicPartition(self.topics.panes, part)
+            pos = c._subscription.assignment[tp].position if tp in c._subscription.assignment else None
+            if pos is not None and pos.offset is not None and not c._subscription.assignment[tp].paused:
+                self.panes_positions[part] = pos.offset
+        out = self.stage.advance() if records else Output()
+        self._deliver()
+        return out
+
+    # -- the checkpoint transaction --------------------------------------------------------------
+    def checkpoint(self) -> tuple[float, Output]:
+        """One transaction (see the module doc); then the local copy. Returns its seconds and
+        the stage-2 output it made durable. A failed commit (fenced, or the broker refused)
+        raises StateError: this process's state is no longer the committed one."""
+        app = self.app
+        t0 = time.perf_counter()
+        ckpt = new_checkpoint_id()
+        pipeline = app.pipeline
+        send = self.producer.send
+        n_models = self.settings.model_partitions
+        sealed = pipeline.take_sealed()
+        out = self.stage.drain()
+        input_offsets = {tp: off for tp, off in app.positions.items() if tp[1] in self.restored_inputs}
+        blobs: dict[str, bytes] = {}
+        published: dict[tuple[str, int], tuple[float, bool]] = {}
+        written: dict[int, tuple] = {}
+        try:
+            self.producer.begin_transaction()
+            # stage 1: panes and progress first, then the snapshots they left behind
+            for m in pipeline.models:
+                part = model_partition(m.cfg.name, n_models)
+                for p in sorted(self.restored_inputs):
+                    panes = sealed.get((m.index, p), [])
+                    status = self._progress(m.index, p)
+                    if not panes and self._published.get((m.cfg.name, p)) == status:
+                        continue
+                    for chunk, chunk_sealed in _pane_chunks(panes, status[0], m.pane, self.settings.chunk_bytes):
+                        send(self.topics.panes, key=m.cfg.name.encode(), partition=part,
+                             value=pane_message(m.cfg.name, p, self.n_sources, chunk, chunk_sealed, status[1]))
+                    published[(m.cfg.name, p)] = status
+            for p in sorted(self.restored_inputs):
+                offs = tuple(sorted((t, o) for (t, pp), o in input_offsets.items() if pp == p))
+                moved = any(k[1] == p for k in sealed) or self._written.get(p) != offs
+                if not moved:
+                    continue
+                st = pipeline.partitions.get(p) or pipeline.new_partition_state(p)
+                data = st.to_bytes()
+                self.partition_writer.write(f"partition/{p}", p, data, ckpt, {"offsets": dict(offs)})
+                blobs[f"kpartition/{p}"] = data
+                written[p] = offs
+            if input_offsets:
+                self.producer.send_offsets_to_transaction(
+                    {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in input_offsets.items()},
+                    app.consumer.group_metadata())
+            # stage 2
+            for e in out.evaluations:
+                send(self.topics.evaluations, key=e.model.encode(), partition=model_partition(e.model, n_models),
+                     value=json.dumps(e.record(), sort_keys=True).encode())
+            by_model: dict[str, dict[str, list]] = defaultdict(lambda: {"transitions": [], "retrains": []})
+            for t in out.transitions:
+                by_model[t.model]["transitions"].append(encode(t))
+            for r in out.retrains:
+                by_model[r["model"]]["retrains"].append({"alert": encode(r["alert"]),
+                                                         "labels_since_last": r["labels_since_last"]})
+            for model, items in by_model.items():
+                send(self.topics.transitions, key=model.encode(), partition=model_partition(model, n_models),
+                     value=_pack.encode({"kind": "outputs", "version": OUTPUTS_VERSION, "model": model,
+                                         "at": time.time(), **items}))
+            for name in sorted(self.stage.dirty):
+                if name in self.stage.runtimes:
+                    data = self.stage.to_bytes(name)
+                    self.model_writer.write(f"model/{name}", model_partition(name, n_models), data, ckpt, {})
+                    blobs[f"kmodel/{name}"] = data
+            panes_offsets = {}
+            for part, off in self.panes_positions.items():
+                if part in self.owned_panes and self._panes_written.get(part) != off:
+                    self.model_writer.write(f"panes-offset/{part}", part, _pack.encode(off), ckpt, {})
+                    panes_offsets[TopicPartition(self.topics.panes, part)] = OffsetAndMetadata(off, "", -1)
+            if panes_offsets:
+                self.producer.send_offsets_to_transaction(panes_offsets, self.models_consumer.group_metadata())
+            self.producer.commit_transaction()
+        except Exception as exc:
+            self.fenced = True
+            # a fenced producer cannot abort: the broker aborts its transaction itself
+            with contextlib.suppress(Exception):
+                self.producer.abort_transaction()
+            raise StateError(f"checkpoint transaction {ckpt} failed ({type(exc).__name__}: {exc}); this process's "
+                             "state is no longer the committed one: stopping so that a restart restores it from "
+                             "the changelog (a zombie whose partitions moved ends here)") from exc
+        self.stage.dirty.clear()
+        self._published.update(published)
+        self._written.update(written)
+        for part, off in self.panes_positions.items():
+            self._panes_written[part] = off
+        seconds = time.perf_counter() - t0
+        # the local copy: the same state, offsets and evaluations (a cache, and what
+        # `driftline` commands on this volume read)
+        local_offsets = {k: v for k, v in input_offsets.items()}
+        local_offsets.update({(self.topics.panes, p): o for p, o in self.panes_positions.items()
+                              if p in self.owned_panes})
+
+        def extra(conn) -> None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO evaluations(model, window_end, metric, scope, record) VALUES (?,?,?,?,?)",
+                [(e.model, e.window_end, e.metric, e.scope, json.dumps(e.record(), sort_keys=True))
+                 for e in out.evaluations])
+
+        try:
+            app.store.checkpoint(local_offsets, blobs, extra)
+        except StateError as exc:  # the local copy only: the committed state is in Kafka
+            log.warning("local copy of checkpoint %s not written: %s", ckpt, exc)
+        return seconds, out
+
+    # -- delivery -------------------------------------------------------------------------------
+    def _delivery_assigned(self, tps) -> None:
+        log.info("delivery of transitions partitions %s", sorted(tp.partition for tp in tps))
+
+    def _delivery_revoked(self, tps) -> None:
+        for tp in tps:
+            self._delivery_marks.pop(tp.partition, None)
+            self._delivery_committed.pop(tp.partition, None)
+
+    def _deliver(self) -> None:
+        c = self.delivery_consumer
+        records = _poll_member(c, 100)
+        app = self.app
+        for tp, recs in records.items():
+            for r in recs:
+                msg = _unpack.decode(r.value)
+                if not isinstance(msg, dict) or msg.get("kind") != "outputs" or msg.get("version") != OUTPUTS_VERSION:
+                    raise StateError(f"{tp.topic}[{tp.partition}]@{r.offset}: not a version-{OUTPUTS_VERSION} "
+                                     "outputs record")
+                transitions = [decode_alert(b) for b in msg["transitions"]]
+                retrains = [{"model": msg["model"], "alert": decode_alert(x["alert"]),
+                             "labels_since_last": x["labels_since_last"]} for x in msg["retrains"]]
+                with app.store.transaction() as conn:
+                    app._record_outputs(conn, transitions, retrains, float(msg["at"]))
+                    top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0]
+                self._delivery_marks[tp.partition].append((r.offset + 1, top))
+                if transitions:
+                    app.deliverer.wake()
+        if records:
+            app.oversight.flush_audit()
+            app._refresh_alert_gauges()
+        self._commit_delivered()
+
+    def _commit_delivered(self) -> None:
+        """Commit delivery offsets up to the records whose notifications all reached a final
+        state (delivered, failed, given up): a pod that dies leaves the rest to the next owner,
+        which sends them with the same idempotency keys."""
+        if not self._delivery_marks:
+            return
+        row = self.app.store.read().execute("SELECT MIN(id) FROM outbox WHERE status = 'pending'").fetchone()
+        first_pending = row[0] if row and row[0] is not None else float("inf")
+        commit = {}
+        for part, marks in self._delivery_marks.items():
+            done = [off for off, top in marks if top < first_pending]
+            if done:
+                off = max(done)
+                self._delivery_marks[part] = [(o, t) for o, t in marks if o > off]
+                if self._delivery_committed.get(part) != off:
+                    commit[TopicPartition(self.topics.transitions, part)] = OffsetAndMetadata(off, "", -1)
+                    self._delivery_committed[part] = off
+        if commit:
+            try:
+                self.delivery_consumer.commit(commit)
+            except Exception as exc:  # noqa: BLE001 - a rebalance: the next owner re-reads and dedupes by key
+                log.warning("delivery offsets not committed (%s); the next owner re-sends by idempotency key", exc)
+
+    # -- stop -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        for what, c in (("models consumer", self.models_consumer), ("delivery consumer", self.delivery_consumer)):
+            if c is not None:
+                try:
+                    c.close(autocommit=False)
+                except Exception:  # noqa: BLE001
+                    log.exception("closing the %s failed", what)
+        if self.producer is not None:
+            try:
+                self.producer.close(timeout=10)
+            except Exception:  # noqa: BLE001
+                log.exception("closing the transactional producer failed")
+
+
+def _poll_member(c: KafkaConsumer, max_records: int) -> dict:
+    """Poll a group member from the loop without holding it up. kafka-python completes a
+    join only inside a poll that may wait (``timeout_ms=0`` never joins): wait a little
+    while joining or rejoining, else not at all. A member left without partitions (more
+    replicas than partitions) waits only every ``_IDLE_MEMBER_POLL_SECONDS``."""
+    co = getattr(c, "_coordinator", None)  # need_rejoin(): a rebalance is under way
+    assigned = bool(c.assignment())
+    if assigned and not (co is not None and co.need_rejoin()):
+        return c.poll(timeout_ms=0, max_records=max_records)
+    now = time.monotonic()
+    last = getattr(c, "_driftline_idle_poll", 0.0)
+    if not assigned and now - last < _IDLE_MEMBER_POLL_SECONDS:
+        return {}
+    c._driftline_idle_poll = now
+    return c.poll(timeout_ms=_JOIN_POLL_MS, max_records=max_records)
+
+
+def _pane_chunks(panes: list, final_sealed: float, pane_seconds: float, limit: int):
+    """Split a source's sealed panes into records of about ``limit`` bytes. Each record's
+    ``sealed`` promises only what it and the records before it hold: the start of the next
+    record's first pane (its predecessors are complete), the final cutoff on the last."""
+    if not panes:
+        yield [], final_sealed
+        return
+    panes = sorted(panes, key=lambda p: p.start)
+    chunks: list[list] = [[]]
+    size = 0
+    for p in panes:
+        n = len(_pack.encode(p.to_dict()))
+        if chunks[-1] and size + n > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(p)
+        size += n
+    for i, chunk in enumerate(chunks):
+        yield chunk, (final_sealed if i == len(chunks) - 1 else chunks[i + 1][0].start)

@@ -1,0 +1,295 @@
+"""``state.backend = "kafka"`` against Apache Kafka: several ``driftline run`` processes with
+their own empty state directories hand partitions and models over through the changelog
+topics, a SIGKILLed one loses nothing, a paused one (a zombie) is fenced, and the model's
+evaluations equal ``driftline replay`` of the same records whatever the number of replicas.
+
+The input is keyed by prediction id over 6 partitions, so every replica reads a share of
+every model: only stage 2 over the panes topic gives one model one view.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from monitor.changelog import InternalTopics
+from monitor.synth import Change
+
+from .daemon_harness import (
+    START,
+    Daemon,
+    Producer,
+    Topics,
+    config_text,
+    create_topics,
+    evaluation_differences,
+    make_case,
+    servers,
+    wait_until,
+    write_jsonl,
+)
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 6
+SECRET = "whsec_" + "a2Fma2Etc3RhdGUtdGVzdC1zZWNyZXQtMzItYnl0ZXM="  # 32 bytes, base64
+
+
+class Receiver:
+    """A webhook receiver on loopback: every POST's ``webhook-id`` and body, in order."""
+
+    def __init__(self):
+        self.got: list[tuple[str, dict]] = []
+        lock = threading.Lock()
+        got = self.got
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with lock:
+                    got.append((self.headers.get("webhook-id"), json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def ids(self) -> list[str]:
+        return [i for i, _ in self.got]
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _config(case, bootstrap: str, topics: Topics, group: str, state_dir: Path, receiver: Receiver | None,
+            path: Path, **extra) -> Path:
+    text = config_text(case, bootstrap=bootstrap, topics=topics, group_id=group, state_dir=state_dir,
+                       window_panes=3, checkpoint_seconds=0.5, **extra)
+    text = text.replace("[state]\n", '[state]\nbackend = "kafka"\ntransaction_timeout_ms = 6000\n')
+    hooks = "[alerting]\ngroup_by_model = false\n"
+    if receiver is not None:
+        hooks += f'[sinks.webhook]\nenabled = true\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n'
+    path.write_text(text.replace("[audit]\n", hooks + "[audit]\n"))
+    return path
+
+
+def _topic_records(bootstrap: str, topic: str) -> list:
+    """Every committed record of a topic (read_committed, to the end offsets at the start)."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", auto_offset_reset="earliest",
+                      enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        c.assign(tps)
+        c.seek_to_beginning()
+        end = c.end_offsets(tps)
+        out = []
+        deadline = time.monotonic() + 60
+        while any(c.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"reading {topic} stalled"
+            for recs in c.poll(timeout_ms=300).values():
+                out.extend(recs)
+        return out
+    finally:
+        c.close()
+
+
+def _evaluations(bootstrap: str, topic: str) -> tuple[dict[tuple, dict], int]:
+    """(model, window_end, metric, scope) -> record, and how many keys came more than once."""
+    out: dict[tuple, dict] = {}
+    dup = 0
+    for r in _topic_records(bootstrap, topic):
+        e = json.loads(r.value)
+        k = (e["model"], e["window_end"], e["metric"], e["scope"])
+        dup += k in out
+        out[k] = e
+    return out, dup
+
+
+def _committed_all(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> bool:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        got = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return all(ends[tp] == 0 or (tp in got and got[tp].offset >= ends[tp]) for tp in ends)
+
+
+def _ends(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+    c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t) or ())]
+        return c.end_offsets(tps)
+    finally:
+        c.close()
+
+
+def _settled(bootstrap: str, group: str, inputs: list[str], internal: InternalTopics) -> bool:
+    """Every input record and every published pane is consumed and committed."""
+    if not _committed_all(bootstrap, group, _ends(bootstrap, inputs)):
+        return False
+    return _committed_all(bootstrap, f"{group}-models", _ends(bootstrap, [internal.panes]))
+
+
+def _replay(cfg: Path, case, tmp: Path) -> tuple[dict[tuple, dict], list[dict]]:
+    import subprocess
+
+    p = write_jsonl(tmp / "predictions.jsonl", case.preds)
+    lab = write_jsonl(tmp / "labels.jsonl", case.labels)
+    out = tmp / "replay.jsonl"
+    subprocess.run([sys.executable, "-m", "monitor.cli", "replay", "--config", str(cfg), "--predictions", str(p),
+                    "--labels", str(lab), "--out", str(out)], check=True, timeout=300, cwd=tmp)
+    evals, alerts = {}, []
+    for line in out.read_text().splitlines():
+        r = json.loads(line)
+        if r["type"] == "evaluation":
+            evals[(r["model"], r["window_end"], r["metric"], r["scope"])] = r
+        elif r["type"] == "alert":
+            alerts.append(r)
+    return evals, alerts
+
+
+def _check_against_replay(got: dict, replayed: dict) -> None:
+    ends = sorted({k[1] for k in got})
+    assert len(ends) >= 10, f"only {len(ends)} windows evaluated"
+    # every window replay has up to the last one the monitor reached, and only those
+    want = {k for k in replayed if k[1] <= ends[-1]}
+    assert got.keys() == want, (sorted(want - got.keys())[:5], sorted(got.keys() - want)[:5])
+    diff = evaluation_differences(replayed, got, keys=want, rel=1e-9)
+    assert not diff, diff[:5]
+
+
+def _no_traceback(d: Daemon) -> None:
+    assert "Traceback" not in d.text(), d.text()[-4000:]
+
+
+def test_three_replicas_kill9_new_member_scale_down_equal_replay_and_deliver_once(kafka, tmp_path):
+    """Three processes with empty state directories; SIGKILL one at a random point while it
+    consumes; start a new one with an empty directory; stop one (scale to two). The
+    evaluations on the evaluations topic equal replay's exactly (no window twice, none
+    missing), and each alert transition reaches the webhook receiver once."""
+    bootstrap = servers(kafka)
+    rng = random.Random(90210)
+    case = make_case(tmp_path, minutes=36, rate=12.0, seed=5,
+                     changes=[Change("covariate_shift", 14 * 60.0, feature="num_01", shift=0.9)])
+    topics = Topics.unique("kstate")
+    create_topics(bootstrap, topics.all(), PARTITIONS)
+    group = f"kstate-{time.time_ns()}"
+    internal = InternalTopics(group)
+    receiver = Receiver()
+    cfgs = [_config(case, bootstrap, topics, group, tmp_path / f"state-{n}", receiver, tmp_path / f"{n}.toml")
+            for n in "abcd"]
+    procs = {n: Daemon(cfg, tmp_path / f"{n}.log") for n, cfg in zip("abcd", cfgs, strict=True)}
+    prod = Producer(bootstrap)
+    thirds = [START + 12 * 60.0 * i for i in range(4)]
+
+    def send(i: int) -> None:
+        lo, hi = thirds[i], thirds[i + 1] if i < 2 else float("inf")
+        prod.send(topics.predictions, [r for r in case.preds if lo <= r["timestamp"] < hi])
+        prod.send(topics.labels, [r for r in case.labels if lo <= r["timestamp"] < hi])
+
+    try:
+        send(0)
+        for n in "abc":
+            procs[n].start()
+        for n in "abc":
+            procs[n].wait_http(90)
+        wait_until(lambda: sum(procs[n].metric("driftline_consumer_assigned_partitions") for n in "abc")
+                   == 2 * PARTITIONS and all(procs[n].metric("driftline_consumer_assigned_partitions") > 0
+                                             for n in "abc"), 120, "three members sharing 12 input partitions")
+        send(1)
+        victim = rng.choice("abc")
+        wait_until(lambda: procs[victim].metric("driftline_consumer_records_total") > 0, 60, "the victim to read")
+        time.sleep(rng.uniform(0.0, 1.0))
+        procs[victim].kill()
+        procs["d"].start().wait_http(90)
+        survivors = [n for n in "abc" if n != victim] + ["d"]
+        wait_until(lambda: _settled(bootstrap, group, [topics.predictions, topics.labels], internal), 180,
+                   "the group to take the killed member's partitions over and catch up")
+        leaving = rng.choice(survivors[:-1])
+        send(2)
+        time.sleep(rng.uniform(0.5, 2.0))
+        assert procs[leaving].terminate() == 0
+        wait_until(lambda: _settled(bootstrap, group, [topics.predictions, topics.labels], internal), 180,
+                   "the two remaining members to consume everything")
+        staying = [n for n in survivors if n != leaving]
+        time.sleep(2.0)  # delivery of the last transitions
+        for n in staying:
+            assert procs[n].terminate() == 0
+        for n in [*staying, leaving]:
+            _no_traceback(procs[n])
+    finally:
+        prod.close()
+        for d in procs.values():
+            d.stop_quietly()
+        receiver.close()
+
+    got, dup = _evaluations(bootstrap, internal.evaluations)
+    assert dup == 0, f"{dup} evaluations were written twice"
+    replayed, alerts = _replay(cfgs[0], case, tmp_path)
+    _check_against_replay(got, replayed)
+
+    last = max(k[1] for k in got)
+    want = sorted(a["key"] for a in alerts if a["window_end"] <= last)
+    assert want, "the covariate shift fired no alert"
+    ids = receiver.ids()
+    assert sorted(ids) == want, (sorted(set(ids) ^ set(want))[:5], len(ids), len(want))
+
+
+def test_a_paused_member_whose_partitions_moved_is_fenced(kafka, tmp_path):
+    """SIGSTOP a member past its session: the group gives its partitions to another; after
+    SIGCONT its next checkpoint fails (its transaction's offsets carry a stale generation),
+    none of its writes become visible, and it stops. The survivor's evaluations still equal
+    replay's, with no window written twice."""
+    bootstrap = servers(kafka)
+    case = make_case(tmp_path, minutes=24, rate=12.0, seed=9)
+    topics = Topics.unique("zombie")
+    create_topics(bootstrap, topics.all(), PARTITIONS)
+    group = f"zombie-{time.time_ns()}"
+    internal = InternalTopics(group)
+    cfg_a = _config(case, bootstrap, topics, group, tmp_path / "state-a", None, tmp_path / "a.toml")
+    cfg_b = _config(case, bootstrap, topics, group, tmp_path / "state-b", None, tmp_path / "b.toml")
+    a, b = Daemon(cfg_a, tmp_path / "a.log"), Daemon(cfg_b, tmp_path / "b.log")
+    prod = Producer(bootstrap)
+    half = START + 12 * 60.0
+    try:
+        prod.send(topics.predictions, [r for r in case.preds if r["timestamp"] < half])
+        prod.send(topics.labels, [r for r in case.labels if r["timestamp"] < half])
+        a.start().wait_http(90)
+        a.wait_assigned(2 * PARTITIONS, timeout=90)
+        wait_until(lambda: _settled(bootstrap, group, [topics.predictions, topics.labels], internal), 120,
+                   "the first member to consume the first half")
+        a.proc.send_signal(signal.SIGSTOP)
+        prod.send(topics.predictions, [r for r in case.preds if r["timestamp"] >= half])
+        prod.send(topics.labels, [r for r in case.labels if r["timestamp"] >= half])
+        b.start().wait_http(90)
+        b.wait_assigned(2 * PARTITIONS, timeout=120)  # after A's 6 s session ran out
+        wait_until(lambda: _settled(bootstrap, group, [topics.predictions, topics.labels], internal), 180,
+                   "the new member to consume the second half")
+        a.proc.send_signal(signal.SIGCONT)
+        code = a.proc.wait(timeout=120)
+        assert code != 0, "the zombie went on as if it still owned its partitions"
+        log = a.text()
+        assert "checkpoint transaction" in log and "stopping so that a restart restores it" in log, log[-3000:]
+        assert b.terminate() == 0
+        _no_traceback(b)
+    finally:
+        prod.close()
+        a.stop_quietly()
+        b.stop_quietly()
+    got, dup = _evaluations(bootstrap, internal.evaluations)
+    assert dup == 0, f"{dup} evaluations were written twice"
+    replayed, _ = _replay(cfg_b, case, tmp_path)
+    _check_against_replay(got, replayed)
