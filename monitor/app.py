@@ -44,6 +44,7 @@ from monitor.reports import ReportWriter
 from monitor.runtime import tune_gc
 from monitor.sinks import build_sinks
 from monitor.state import StateStore
+from monitor.serving.actions import ServingActions
 from monitor.triggers.sender import RetrainSender
 
 __all__ = ["App", "main", "kafka_security", "EVALUATIONS_SCHEMA"]
@@ -121,6 +122,7 @@ class App:
                                    poll_interval_seconds=d.poll_interval_seconds,
                                    on_outcome=self._audit_delivery)
         self.retrain_sender = RetrainSender.from_config(config, self.oversight)
+        self.serving = ServingActions.from_config(config, self.oversight)  # rollback / disable actions
         self.profiles = load_profiles(config, profile_base)
         for name, prof in self.profiles.items():
             if prof is not None:
@@ -227,7 +229,8 @@ class App:
             oversight=self.oversight, api_token=h.api_token, max_body_bytes=h.max_body_bytes,
             rate_limit_per_minute=h.rate_limit_per_minute, reports_dir=self.config.reports.dir,
             models=self.model_summaries,
-            on_approve=(lambda _req: self.retrain_sender.send_due()) if self.retrain_sender else None,
+            on_approve=lambda req: self.serving.send_due() if "action" in req else (
+                self.retrain_sender.send_due() if self.retrain_sender else None),
         )
         self.http.start()
         log.info("serving /metrics /livez /readyz /api on http://%s:%s", self.http_host, self.http.port)
@@ -386,6 +389,8 @@ class App:
         if self.retrain_sender is not None:
             # approved (or approval-free) retrain requests go out with retries from here
             self.scheduler.add_job(self.retrain_sender.send_due, "interval", seconds=5, id="retrain-send")
+        if self.serving.sender is not None:
+            self.scheduler.add_job(self.serving.send_due, "interval", seconds=5, id="serving-send")
         self.scheduler.start()
         tune_gc()
         deadline = None if duration is None else time.monotonic() + duration
@@ -520,6 +525,7 @@ class App:
             )
             if out.transitions:
                 self.oversight.record_transitions(conn, out.transitions)
+                self.serving.propose(conn, out.transitions)
                 notify = [self._linked(t, now) for t in out.transitions if self.oversight.should_notify(t, now)]
                 self.outbox.enqueue(conn, notify, now=now, transitions=out.transitions)
             for r in out.retrains:
