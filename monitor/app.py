@@ -42,9 +42,9 @@ from monitor.profiles import load_profiles
 from monitor.replay import transition_record
 from monitor.reports import ReportWriter
 from monitor.runtime import tune_gc
+from monitor.serving.actions import ServingActions
 from monitor.sinks import build_sinks
 from monitor.state import StateStore
-from monitor.serving.actions import ServingActions
 from monitor.triggers.sender import RetrainSender
 
 __all__ = ["App", "main", "kafka_security", "EVALUATIONS_SCHEMA"]
