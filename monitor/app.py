@@ -43,6 +43,7 @@ from monitor.profiles import load_profiles
 from monitor.replay import transition_record
 from monitor.reports import ReportWriter
 from monitor.runtime import tune_gc
+from monitor.serving.actions import ServingActions
 from monitor.sinks import build_sinks
 from monitor.state import StateStore
 from monitor.triggers.sender import RetrainSender
@@ -122,6 +123,7 @@ class App:
                                    poll_interval_seconds=d.poll_interval_seconds,
                                    on_outcome=self._audit_delivery)
         self.retrain_sender = RetrainSender.from_config(config, self.oversight)
+        self.serving = ServingActions.from_config(config, self.oversight)  # rollback / disable actions
         self.profiles = load_profiles(config, profile_base)
         for name, prof in self.profiles.items():
             if prof is not None:
@@ -239,7 +241,8 @@ class App:
             oversight=self.oversight, api_token=h.api_token, max_body_bytes=h.max_body_bytes,
             rate_limit_per_minute=h.rate_limit_per_minute, reports_dir=self.config.reports.dir,
             models=self.model_summaries,
-            on_approve=(lambda _req: self.retrain_sender.send_due()) if self.retrain_sender else None,
+            on_approve=lambda req: self.serving.send_due() if "action" in req else (
+                self.retrain_sender.send_due() if self.retrain_sender else None),
         )
         self.http.start()
         log.info("serving /metrics /livez /readyz /api on http://%s:%s", self.http_host, self.http.port)
@@ -434,6 +437,8 @@ class App:
         if self.retrain_sender is not None:
             # approved (or approval-free) retrain requests go out with retries from here
             self.scheduler.add_job(self.retrain_sender.send_due, "interval", seconds=5, id="retrain-send")
+        if self.serving.sender is not None:
+            self.scheduler.add_job(self.serving.send_due, "interval", seconds=5, id="serving-send")
         self.scheduler.start()
         tune_gc()
         deadline = None if duration is None else time.monotonic() + duration
@@ -622,6 +627,7 @@ class App:
         (in the caller's state transaction)."""
         if transitions:
             self.oversight.record_transitions(conn, transitions)
+            self.serving.propose(conn, transitions)
             notify = [self._linked(t, now) for t in transitions if self.oversight.should_notify(t, now)]
             self.outbox.enqueue(conn, notify, now=now, transitions=transitions)
         for r in retrains:

@@ -167,7 +167,11 @@ def _setup_list_retrains(p: argparse.ArgumentParser) -> None:
     _api_args(p)
     p.add_argument("--model", default=None)
     p.add_argument(
-        "--status", default=None, choices=("pending", "approved", "rejected", "sent", "failed")
+        "--status", default=None, choices=("pending", "approved", "rejected", "sent", "failed", "dry_run")
+    )
+    p.add_argument(
+        "--kind", default=None, choices=("retrain", "rollback", "disable", "all"),
+        help="which gated requests (default: retrain)",
     )
 
 
@@ -221,15 +225,15 @@ COMMANDS: tuple[Command, ...] = (
         ("approve",),
         _OVERSIGHT,
         "main",
-        "approve a pending retrain request",
-        _oversight("retrain request"),
+        "approve a pending retrain, rollback or disable request",
+        _oversight("request"),
     ),
     Command(
         ("reject",),
         _OVERSIGHT,
         "main",
-        "reject a pending retrain request",
-        _oversight("retrain request"),
+        "reject a pending retrain, rollback or disable request",
+        _oversight("request"),
     ),
     Command(("ack",), _OVERSIGHT, "main", "acknowledge an alert", _oversight("alert")),
     Command(

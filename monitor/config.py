@@ -81,6 +81,10 @@ __all__ = [
     "SUBGROUP_METRICS",
     "ReportsConfig",
     "RuleConfig",
+    "ModelServingConfig",
+    "SERVING_PLACEHOLDERS",
+    "ServingConfig",
+    "ServingTargetConfig",
     "SchedulerConfig",
     "SinksConfig",
     "SlackSinkConfig",
@@ -272,7 +276,7 @@ class RuleConfig(_Section):
     cooldown_seconds: float = 900.0
     severity: str = "warning"
     fdr: float = 0.05
-    actions: tuple[Literal["notify", "retrain"], ...] = ("notify",)
+    actions: tuple[Literal["notify", "retrain", "rollback", "disable"], ...] = ("notify",)
 
     @property
     def is_detector(self) -> bool:
@@ -306,6 +310,17 @@ class SlicesConfig(_Section):
     top: int = 5
 
 
+class ModelServingConfig(_Section):
+    """Where a model is served, for rules with ``actions = ["rollback"]`` or ``["disable"]``.
+    Empty names default to the model's own name."""
+
+    inference_service: str = ""  # kserve: the InferenceService (default: the model's name)
+    namespace: str = "default"  # kserve: its namespace
+    registered_model: str = ""  # mlflow: the registered model (default: the model's name)
+    alias: str = "champion"  # mlflow: the alias serving reads
+    rollback_version: str = ""  # mlflow: the version a rollback points the alias back to
+
+
 class ModelConfig(_Section):
     name: str
     task: Literal["binary", "multiclass", "regression"]
@@ -326,6 +341,7 @@ class ModelConfig(_Section):
     multivariate: MultivariateConfig = msgspec.field(default_factory=MultivariateConfig)
     attributions: AttributionsConfig = msgspec.field(default_factory=AttributionsConfig)
     slices: SlicesConfig = msgspec.field(default_factory=SlicesConfig)
+    serving: ModelServingConfig = msgspec.field(default_factory=ModelServingConfig)
 
     def feature(self, name: str) -> FeatureConfig:
         for f in self.features:
@@ -408,6 +424,38 @@ class TriggersConfig(_Section):
         return model.high_risk if self.require_approval is None else self.require_approval
 
 
+#: Placeholders a generic HTTP serving template may use in its url and body.
+SERVING_PLACEHOLDERS = (
+    "action", "model", "model_version", "request_id", "reason", "window_start", "window_end",
+    "approved_by", "decision_reason", "inference_service", "namespace", "registered_model", "alias",
+    "rollback_version",
+)  # fmt: skip
+#: In-cluster Kubernetes API server and service-account mount, the kserve target's defaults.
+KUBERNETES_URL = "https://kubernetes.default.svc"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class ServingTargetConfig(_Section):
+    """The serving control endpoint rollback / disable requests go to (``monitor.serving``).
+    ``kind = ""``: no target (a rule with a serving action is then a config error)."""
+
+    kind: Literal["", "http", "kserve", "mlflow"] = ""
+    url: str = ""
+    token: str = ""
+    ca_file: str = ""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
+    body: str = ""
+    service_account_dir: str = ""
+
+
+class ServingConfig(_Section):
+    cooldown_seconds: float = 3600.0
+    dry_run: bool = True
+    require_approval: bool = True
+    target: ServingTargetConfig = msgspec.field(default_factory=ServingTargetConfig)
+
+
 class AuditConfig(_Section):
     path: str = "./state/audit.jsonl"
 
@@ -432,6 +480,7 @@ class Config(_Section):
     delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
     sinks: SinksConfig = msgspec.field(default_factory=SinksConfig)
     triggers: TriggersConfig = msgspec.field(default_factory=TriggersConfig)
+    serving: ServingConfig = msgspec.field(default_factory=ServingConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     reports: ReportsConfig = msgspec.field(default_factory=ReportsConfig)
 
@@ -1081,6 +1130,8 @@ def _check_rule(c: _Check) -> None:
     actions = kw.get("actions", ())
     if len(set(actions)) != len(actions):
         c.error("actions", "lists an action twice")
+    elif "rollback" in actions and "disable" in actions:
+        c.error("actions", 'lists both "rollback" and "disable"; a rule changes serving one way: choose one')
     natural = metric_direction(metric)
     if "direction" not in given:
         kw["direction"] = natural or "above"
@@ -1369,6 +1420,102 @@ def _check_target(c: _Check) -> None:
     c.url("url")
 
 
+_SERVING_KIND_KEYS = {
+    "http": {"method", "body"},
+    "kserve": {"service_account_dir"},
+    "mlflow": set(),
+}
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def _template_problem(text: str) -> str | None:
+    for m in _PLACEHOLDER.finditer(text):
+        if m.group(1) not in SERVING_PLACEHOLDERS:
+            return (f"unknown placeholder {{{m.group(1)}}}" + _suggest(m.group(1), SERVING_PLACEHOLDERS)
+                    + f"; known: {', '.join('{' + p + '}' for p in SERVING_PLACEHOLDERS)}")
+    return None
+
+
+def _check_serving_target(c: _Check) -> None:
+    kind = c.kw.get("kind")
+    if kind is None:
+        return
+    defaults = ServingTargetConfig()
+    for k, names in _SERVING_KIND_KEYS.items():
+        for n in sorted((names - _SERVING_KIND_KEYS.get(kind, set())) & c.given):
+            if c.kw[n] != getattr(defaults, n):
+                c.error(n, f'is used only with kind = "{k}" (kind is "{kind}")')
+    if not kind:
+        for n in ("url", "token"):
+            if n in c.given and c.raw.get(n):
+                c.error(n, "is set but kind is empty; set kind (http | kserve | mlflow)")
+        return
+    if kind == "kserve":
+        # In a pod: the API server and the service account's token and CA, as client-go does.
+        if "url" not in c.given:
+            c.kw["url"] = KUBERNETES_URL
+        if "service_account_dir" not in c.given and "token" not in c.given:
+            c.kw["service_account_dir"] = SERVICE_ACCOUNT_DIR
+    c.required_when("url", f'serving.target.kind = "{kind}"')
+    url = c.kw.get("url")
+    if kind == "http" and url:
+        problem = _template_problem(url)
+        if problem:
+            c.error("url", problem)
+            return
+        # judge the URL with its placeholders filled by a neutral value
+        c.kw["url"], checked = _PLACEHOLDER.sub("x", url), url
+        c.url("url")
+        c.kw["url"] = checked
+    else:
+        c.url("url")
+    body = c.kw.get("body")
+    if body:
+        try:
+            doc = json.loads(body)
+        except ValueError as e:
+            c.error("body", f"must be a JSON document (a template whose strings may hold placeholders): {e}")
+            return
+        if not isinstance(doc, dict):
+            c.error("body", "must be a JSON object")
+            return
+        problem = _template_problem(body)
+        if problem:
+            c.error("body", problem)
+
+
+def _check_serving(c: _Check) -> None:
+    c.non_negative("cooldown_seconds")
+
+
+def _check_serving_rules(c: _Check) -> None:
+    """Rules with a serving action need a target and, per target, the model's coordinates."""
+    serving = c.kw.get("serving")
+    if serving is None:
+        return
+    kind = serving.target.kind
+    for i, m in enumerate(c.kw.get("models") or ()):
+        for j, rule in enumerate(m.rules):
+            action = next((a for a in rule.actions if a in ("rollback", "disable")), None)
+            if action is None:
+                continue
+            at = ("models", i, "rules", j, "actions")
+            if not kind:
+                c.ctx.error(at, f'action "{action}" needs a serving control endpoint: set [serving.target] '
+                                "kind (http | kserve | mlflow)")
+            elif kind == "mlflow" and action == "rollback" and not m.serving.rollback_version:
+                c.ctx.error(at, f'action "rollback" with serving.target.kind = "mlflow" needs '
+                                f"models.serving.rollback_version on model \"{m.name}\" (the version "
+                                f"alias \"{m.serving.alias}\" goes back to)")
+
+
+def _check_model_serving(c: _Check) -> None:
+    c.non_empty("namespace", "alias")
+    v = c.kw.get("rollback_version")
+    if v and not v.isdigit():
+        c.error("rollback_version", f"must be an MLflow model version number such as \"3\", got {_show(v)}")
+
+
 def _check_triggers(c: _Check) -> None:
     c.non_negative("cooldown_seconds", "min_new_labels")
 
@@ -1399,6 +1546,7 @@ def _check_config(c: _Check) -> None:
             c.ctx.error(("state", "backend"), '"kafka" needs a reference file for every model '
                         f"(models without `reference`: {', '.join(missing)}); build one with "
                         "`driftline reference build`")
+    _check_serving_rules(c)
 
 
 _HOOKS: dict[type, Callable[[_Check], None]] = {
@@ -1422,6 +1570,9 @@ _HOOKS: dict[type, Callable[[_Check], None]] = {
     AlertmanagerSinkConfig: _check_alertmanager,
     TriggerTargetConfig: _check_target,
     TriggersConfig: _check_triggers,
+    ServingTargetConfig: _check_serving_target,
+    ServingConfig: _check_serving,
+    ModelServingConfig: _check_model_serving,
     AuditConfig: _check_audit,
     ReportsConfig: _check_reports,
     Config: _check_config,

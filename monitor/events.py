@@ -10,7 +10,20 @@ import hashlib
 
 import msgspec
 
-__all__ = ["AlertEvent", "RetrainRequest", "alert_id", "encode", "decode_alert", "decode_retrain"]
+__all__ = [
+    "AlertEvent",
+    "RetrainRequest",
+    "ServingRequest",
+    "SERVING_ACTIONS",
+    "alert_id",
+    "encode",
+    "decode_alert",
+    "decode_retrain",
+    "decode_serving",
+]
+
+#: Rule actions that change what serves a model (monitor/serving), gated like a retrain.
+SERVING_ACTIONS = ("rollback", "disable")
 
 
 def alert_id(model: str, rule: str, scope: str, started_at: float) -> str:
@@ -73,9 +86,18 @@ class RetrainRequest(msgspec.Struct, kw_only=True):
     decision_reason: str | None = None
 
 
+class ServingRequest(RetrainRequest, kw_only=True):
+    """A request to roll a model back or disable it (``action``), created by a rule with
+    ``actions = ["rollback"]`` or ``["disable"]``. A subclass, so approval, listing and the
+    audit trail treat it like a retrain request; stored retrain requests are unchanged."""
+
+    action: str  # one of SERVING_ACTIONS
+
+
 _enc = msgspec.json.Encoder()
 _alert_dec = msgspec.json.Decoder(AlertEvent)
 _retrain_dec = msgspec.json.Decoder(RetrainRequest)
+_serving_dec = msgspec.json.Decoder(ServingRequest)
 
 
 def encode(obj: AlertEvent | RetrainRequest) -> bytes:
@@ -88,3 +110,7 @@ def decode_alert(data: bytes) -> AlertEvent:
 
 def decode_retrain(data: bytes) -> RetrainRequest:
     return _retrain_dec.decode(data)
+
+
+def decode_serving(data: bytes) -> ServingRequest:
+    return _serving_dec.decode(data)

@@ -18,12 +18,13 @@ Endpoints (JSON unless noted)::
 
     GET  /metrics  /livez (/healthz)  /readyz                     no token
     GET  /api/models  /api/alerts?model=&state=  /api/alerts/{id}
-    GET  /api/retrains?status=&model=  /api/retrains/{id}  /api/silences
+    GET  /api/retrains?status=&model=&kind=  /api/retrains/{id}  /api/silences
+         (kind: retrain (default) | rollback | disable | all: serving actions share the gate)
     POST /api/alerts/{id}/ack        {"who", "reason"?}
     POST /api/alerts/{id}/silence    {"who", "reason", "until" (unix or ISO) | "duration_seconds"}
     POST /api/silences               {"who", "reason", "model", "rule"?, "until" | "duration_seconds"}
     POST /api/models/{name}/override {"who", "why", "active"? (default true), "until"?}
-    POST /api/retrains/{id}/approve  {"who", "reason"}
+    POST /api/retrains/{id}/approve  {"who", "reason"}   (any kind of request)
     POST /api/retrains/{id}/reject   {"who", "reason"}
     GET  /api/reports/{name}         text/html
 """
@@ -273,7 +274,8 @@ class HttpServer:
             if len(parts) == 2 and parts[0] == "alerts":
                 return 200, ov.get_alert(parts[1])
             if parts == ["retrains"]:
-                return 200, {"retrains": ov.list_retrains(status=q.get("status"), model=q.get("model"))}
+                return 200, {"retrains": ov.list_retrains(status=q.get("status"), model=q.get("model"),
+                                                          kind=q.get("kind", "retrain"))}
             if len(parts) == 2 and parts[0] == "retrains":
                 return 200, ov.get_retrain(parts[1])
             if parts == ["silences"]:

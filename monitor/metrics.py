@@ -164,6 +164,10 @@ class Metrics:
         self.retrain_requests = Counter(
             "driftline_trigger_retrain_requests_total", "Retrain requests by outcome.", ["model", "outcome"], registry=r
         )
+        self.serving_actions = Counter(
+            "driftline_serving_actions_total", "Rollback / disable requests by action and outcome.",
+            ["model", "action", "outcome"], registry=r,
+        )
 
     def _checkpoint_age(self) -> float:
         return max(0.0, time.time() - self._last_checkpoint)

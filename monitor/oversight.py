@@ -18,6 +18,11 @@ Retrain lifecycle::
        \\--reject--> rejected
     (no approval required: created directly as approved, decided_by = "policy")
 
+Serving actions (``rollback``, ``disable``; :mod:`monitor.serving`) live in the same table
+with their ``kind`` and follow the same lifecycle, with one more end state: ``dry_run``
+(approved, and the exact request recorded instead of sent). Their guardrails and audit
+kinds (``serving.*``) are their own; a retrain and a rollback never suppress each other.
+
 Notification rules (:meth:`Oversight.should_notify`):
 
 * a model under an active override: no notifications (alerts are still recorded);
@@ -42,7 +47,15 @@ import msgspec
 
 from monitor.audit import AuditLog
 from monitor.errors import DriftlineError
-from monitor.events import AlertEvent, RetrainRequest, decode_retrain, encode
+from monitor.events import (
+    SERVING_ACTIONS,
+    AlertEvent,
+    RetrainRequest,
+    ServingRequest,
+    decode_retrain,
+    decode_serving,
+    encode,
+)
 
 __all__ = [
     "Oversight",
@@ -51,13 +64,17 @@ __all__ = [
     "ConflictError",
     "ensure_schema",
     "retrain_request_id",
+    "serving_request_id",
     "OPEN_STATUSES",
+    "REQUEST_KINDS",
 ]
 
 log = logging.getLogger("driftline.oversight")
 
 OPEN_STATUSES = ("pending", "approved")
-RETRAIN_STATUSES = ("pending", "approved", "rejected", "sent", "failed")
+RETRAIN_STATUSES = ("pending", "approved", "rejected", "sent", "failed", "dry_run")
+#: Kinds of gated requests in the ``retrains`` table (a closed set, like audit kinds).
+REQUEST_KINDS = ("retrain", *SERVING_ACTIONS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -75,7 +92,8 @@ CREATE TABLE IF NOT EXISTS overrides (
 CREATE TABLE IF NOT EXISTS retrains (
     id TEXT PRIMARY KEY, model TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL,
     updated_at REAL NOT NULL, request BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0, last_error TEXT, response_status INTEGER);
+    next_attempt_at REAL NOT NULL DEFAULT 0, last_error TEXT, response_status INTEGER,
+    kind TEXT NOT NULL DEFAULT 'retrain');
 CREATE INDEX IF NOT EXISTS retrains_model ON retrains(model, status, created_at);
 CREATE TABLE IF NOT EXISTS audit_pending (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ref TEXT NOT NULL, kind TEXT NOT NULL,
@@ -101,6 +119,12 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     for stmt in _SCHEMA.split(";"):
         if stmt.strip():
             conn.execute(stmt)
+    # A state database from before serving actions has no kind column: every row in it is
+    # a retrain request, which is what the column's default says.
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(retrains)")}
+    if "kind" not in cols:
+        conn.execute("ALTER TABLE retrains ADD COLUMN kind TEXT NOT NULL DEFAULT 'retrain'")
+    conn.execute("CREATE INDEX IF NOT EXISTS retrains_kind ON retrains(model, kind, created_at)")
 
 
 def retrain_request_id(model: str, reason: str, window_start: float, window_end: float) -> str:
@@ -108,6 +132,17 @@ def retrain_request_id(model: str, reason: str, window_start: float, window_end:
     and the Airflow ``dag_run_id`` derived from it stays the same."""
     raw = f"{model}\x1f{reason}\x1f{window_start:.3f}\x1f{window_end:.3f}".encode()
     return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def serving_request_id(action: str, model: str, reason: str, window_start: float, window_end: float) -> str:
+    """Deterministic id of a serving action, as :func:`retrain_request_id` (a replay
+    proposes the same id, so the same alert never yields two rollbacks)."""
+    raw = f"serving\x1f{action}\x1f{model}\x1f{reason}\x1f{window_start:.3f}\x1f{window_end:.3f}".encode()
+    return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def _audit_prefix(kind: str) -> str:
+    return "retrain" if kind == "retrain" else "serving"
 
 
 def _require_text(name: str, value: Any) -> str:
@@ -221,9 +256,13 @@ class Oversight:
                 conn.execute("DELETE FROM audit_pending WHERE id <= ?", (rows[-1][0],))
         return len(batch)
 
-    def _count(self, model: str, outcome: str) -> None:
-        if self.metrics is not None:
+    def _count(self, model: str, outcome: str, kind: str = "retrain") -> None:
+        if self.metrics is None:
+            return
+        if kind == "retrain":
             self.metrics.retrain_requests.labels(model=model, outcome=outcome).inc()
+        else:
+            self.metrics.serving_actions.labels(model=model, action=kind, outcome=outcome).inc()
 
     # ------------------------------------------------------------ alerts
 
@@ -468,7 +507,7 @@ class Oversight:
         """When the model's last retrain was sent (the start of "new labels since"), or None."""
         conn = self.store.read() if conn is None else conn
         row = conn.execute(
-            "SELECT MAX(updated_at) FROM retrains WHERE model=? AND status='sent'", (model,)
+            "SELECT MAX(updated_at) FROM retrains WHERE model=? AND kind='retrain' AND status='sent'", (model,)
         ).fetchone()
         return row[0]
 
@@ -500,14 +539,16 @@ class Oversight:
             suppressed = {"cause": "overridden"}
         if suppressed is None:
             row = conn.execute(
-                "SELECT id, status FROM retrains WHERE model=? AND status IN ('pending','approved') "
-                "ORDER BY created_at DESC LIMIT 1",
+                "SELECT id, status FROM retrains WHERE model=? AND kind='retrain' "
+                "AND status IN ('pending','approved') ORDER BY created_at DESC LIMIT 1",
                 (model,),
             ).fetchone()
             if row is not None:
                 suppressed = {"cause": "open_request", "open_request": row[0], "open_status": row[1]}
         if suppressed is None:
-            row = conn.execute("SELECT id, MAX(created_at) FROM retrains WHERE model=?", (model,)).fetchone()
+            row = conn.execute(
+                "SELECT id, MAX(created_at) FROM retrains WHERE model=? AND kind='retrain'", (model,)
+            ).fetchone()
             if row is not None and row[1] is not None and now - row[1] < self.cooldown_seconds:
                 suppressed = {
                     "cause": "cooldown",
@@ -553,11 +594,95 @@ class Oversight:
         self._count(model, "created")
         return req
 
+    def propose_serving(
+        self,
+        conn: sqlite3.Connection,
+        action: str,
+        model: str,
+        reason: str,
+        window: tuple[float, float],
+        evidence: dict,
+        now: float,
+        *,
+        cooldown_seconds: float,
+        require_approval: bool,
+        model_version: str | None = None,
+    ) -> ServingRequest | None:
+        """Apply a serving action's guardrails and create its request, inside the caller's
+        transaction (the ``[serving]`` settings come from :class:`monitor.serving.ServingActions`).
+
+        Guardrails in order (the first that holds suppresses, audit-logged as
+        ``serving.suppressed``): the model is overridden (a person has taken over); an open
+        (pending/approved) serving request exists for the model; the model's last serving
+        request, of either action and whatever became of it, was created less than
+        ``cooldown_seconds`` before ``now``: what serves a model changes at most once per
+        cooldown, so a flapping rule cannot bounce it between versions.
+        """
+        if action not in SERVING_ACTIONS:
+            raise ValueError(f"action must be one of {list(SERVING_ACTIONS)}, got {action!r}")
+        window_start, window_end = float(window[0]), float(window[1])
+        serving = tuple(SERVING_ACTIONS)
+        marks = ",".join("?" * len(serving))
+        suppressed: dict | None = None
+        if self._active_override(conn, model, now) is not None:
+            suppressed = {"cause": "overridden"}
+        if suppressed is None:
+            row = conn.execute(
+                f"SELECT id, status, kind FROM retrains WHERE model=? AND kind IN ({marks}) "
+                "AND status IN ('pending','approved') ORDER BY created_at DESC LIMIT 1",
+                (model, *serving),
+            ).fetchone()
+            if row is not None:
+                suppressed = {"cause": "open_request", "open_request": row[0], "open_status": row[1],
+                              "open_action": row[2]}
+        if suppressed is None:
+            row = conn.execute(
+                f"SELECT id, MAX(created_at) FROM retrains WHERE model=? AND kind IN ({marks})", (model, *serving)
+            ).fetchone()
+            if row is not None and row[1] is not None and now - row[1] < cooldown_seconds:
+                suppressed = {"cause": "cooldown", "last_request": row[0],
+                              "cooldown_until": row[1] + cooldown_seconds}
+        base = {"action": action, "reason": reason, "window_start": window_start, "window_end": window_end,
+                "evidence": evidence}
+        if suppressed is not None:
+            self._audit_later(conn, "serving.suppressed", {**base, **suppressed}, model=model, now=now)
+            self._count(model, f"suppressed_{suppressed['cause']}", action)
+            return None
+        req = ServingRequest(
+            id=serving_request_id(action, model, reason, window_start, window_end),
+            action=action,
+            model=model,
+            reason=reason,
+            window_start=window_start,
+            window_end=window_end,
+            created_at=now,
+            status="pending" if require_approval else "approved",
+            model_version=model_version,
+            evidence=evidence,
+            decided_by=None if require_approval else "policy",
+            decision_reason=None if require_approval else "approval not required",
+        )
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO retrains(id, model, status, created_at, updated_at, request, kind) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (req.id, model, req.status, now, now, encode(req), action),
+        )
+        if cur.rowcount == 0:
+            return None  # the same proposal replayed after a crash: already recorded
+        self._audit_later(
+            conn, "serving.proposed",
+            {**base, "request_id": req.id, "status": req.status, "requires_approval": bool(require_approval),
+             "model_version": model_version},
+            model=model, ref=f"serving:{req.id}:proposed", now=now,
+        )
+        self._count(model, "created", action)
+        return req
+
     def _load_request(self, conn: sqlite3.Connection, request_id: str) -> RetrainRequest:
-        row = conn.execute("SELECT request FROM retrains WHERE id=?", (request_id,)).fetchone()
+        row = conn.execute("SELECT request, kind FROM retrains WHERE id=?", (request_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no retrain request with id {request_id!r}")
-        return decode_retrain(bytes(row[0]))
+        return _decode(bytes(row[0]), row[1])
 
     def _save_request(self, conn: sqlite3.Connection, req: RetrainRequest, now: float, **cols: Any) -> None:
         sets = ", ".join(f"{k}=?" for k in cols)
@@ -572,21 +697,24 @@ class Oversight:
         now = self.clock() if now is None else now
         with self.store.transaction() as conn:
             req = self._load_request(conn, request_id)
+            kind = _kind_of(req)
             if req.status != "pending":
                 raise ConflictError(
-                    f"retrain request {request_id!r} is {req.status}, only a pending request can be "
+                    f"{kind} request {request_id!r} is {req.status}, only a pending request can be "
                     f"{'approved' if status == 'approved' else 'rejected'}"
                 )
             req.status = status
             req.decided_by = who
             req.decision_reason = reason
             self._save_request(conn, req, now, next_attempt_at=now)
+            data = {"request_id": req.id, "reason": reason}
+            if kind != "retrain":
+                data["action"] = kind
             self._audit_later(
-                conn, f"retrain.{status}", {"request_id": req.id, "reason": reason},
-                model=req.model, actor=who, now=now,
+                conn, f"{_audit_prefix(kind)}.{status}", data, model=req.model, actor=who, now=now,
             )
         self.flush_audit()
-        self._count(req.model, status)
+        self._count(req.model, status, kind)
         return req
 
     def approve(self, request_id: str, who: str, reason: str, now: float | None = None) -> RetrainRequest:
@@ -596,17 +724,28 @@ class Oversight:
         return self._decide(request_id, who, reason, "rejected", now)
 
     def _retrain_dict(self, row: tuple) -> dict:
-        request, attempts, next_at, last_error, response_status, updated_at = row
-        d = msgspec.to_builtins(decode_retrain(bytes(request)))
-        d.update(attempts=attempts, next_attempt_at=next_at, last_error=last_error,
+        request, attempts, next_at, last_error, response_status, updated_at, kind = row
+        d = msgspec.to_builtins(_decode(bytes(request), kind))
+        d.update(kind=kind, attempts=attempts, next_attempt_at=next_at, last_error=last_error,
                  response_status=response_status, updated_at=updated_at)
         return d
 
-    def list_retrains(self, *, status: str | None = None, model: str | None = None, limit: int = 500) -> list[dict]:
+    def list_retrains(
+        self, *, status: str | None = None, model: str | None = None, limit: int = 500, kind: str | None = "retrain"
+    ) -> list[dict]:
+        """Requests, newest first. ``kind``: retrain (default, as before serving actions
+        existed), rollback, disable, or None / "all" for every gated request."""
         if status is not None and status not in RETRAIN_STATUSES:
             raise OversightError(f"status must be one of {list(RETRAIN_STATUSES)}, got {status!r}")
-        sql = "SELECT request, attempts, next_attempt_at, last_error, response_status, updated_at FROM retrains"
+        if kind == "all":
+            kind = None
+        if kind is not None and kind not in REQUEST_KINDS:
+            raise OversightError(f"kind must be one of {[*REQUEST_KINDS, 'all']}, got {kind!r}")
+        sql = "SELECT request, attempts, next_attempt_at, last_error, response_status, updated_at, kind FROM retrains"
         conds, args = [], []
+        if kind is not None:
+            conds.append("kind=?")
+            args.append(kind)
         if status is not None:
             conds.append("status=?")
             args.append(status)
@@ -621,7 +760,7 @@ class Oversight:
 
     def get_retrain(self, request_id: str) -> dict:
         row = self.store.read().execute(
-            "SELECT request, attempts, next_attempt_at, last_error, response_status, updated_at "
+            "SELECT request, attempts, next_attempt_at, last_error, response_status, updated_at, kind "
             "FROM retrains WHERE id=?", (request_id,)
         ).fetchone()
         if row is None:
@@ -630,14 +769,17 @@ class Oversight:
 
     # ---- used by the trigger sender
 
-    def due_retrains(self, now: float, limit: int = 50) -> list[tuple[RetrainRequest, int]]:
-        """Approved requests whose next attempt is due: (request, attempts so far)."""
+    def due_retrains(
+        self, now: float, limit: int = 50, kinds: tuple[str, ...] = ("retrain",)
+    ) -> list[tuple[RetrainRequest, int]]:
+        """Approved requests of ``kinds`` whose next attempt is due: (request, attempts so far)."""
+        marks = ",".join("?" * len(kinds))
         rows = self.store.read().execute(
-            "SELECT request, attempts FROM retrains WHERE status='approved' AND next_attempt_at <= ? "
-            "ORDER BY created_at, id LIMIT ?",
-            (now, limit),
+            f"SELECT request, attempts, kind FROM retrains WHERE status='approved' AND kind IN ({marks}) "
+            "AND next_attempt_at <= ? ORDER BY created_at, id LIMIT ?",
+            (*kinds, now, limit),
         ).fetchall()
-        return [(decode_retrain(bytes(r)), a) for r, a in rows]
+        return [(_decode(bytes(r), k), a) for r, a, k in rows]
 
     def record_attempt(
         self,
@@ -650,14 +792,20 @@ class Oversight:
         error: str | None,
         next_attempt_at: float | None,
         now: float,
+        call: dict | None = None,
     ) -> RetrainRequest:
-        """Record one trigger attempt. ``outcome``: ``sent``, ``retry`` or ``failed``."""
-        if outcome not in ("sent", "retry", "failed"):
-            raise ValueError(f"outcome must be sent, retry or failed, got {outcome!r}")
+        """Record one attempt. ``outcome``: ``sent``, ``retry`` or ``failed``; for a serving
+        action also ``dry_run`` (nothing was sent). ``call``: the request as sent (secrets
+        masked), recorded in the audit entry."""
+        if outcome not in ("sent", "retry", "failed", "dry_run"):
+            raise ValueError(f"outcome must be sent, retry, failed or dry_run, got {outcome!r}")
         with self.store.transaction() as conn:
             req = self._load_request(conn, request_id)
+            kind = _kind_of(req)
             if req.status != "approved":
-                raise ConflictError(f"retrain request {request_id!r} is {req.status}, not approved")
+                raise ConflictError(f"{kind} request {request_id!r} is {req.status}, not approved")
+            if outcome == "dry_run" and kind == "retrain":
+                raise ValueError("dry_run is an outcome of serving actions only")
             if outcome != "retry":
                 req.status = outcome
             attempts = conn.execute("SELECT attempts FROM retrains WHERE id=?", (request_id,)).fetchone()[0] + 1
@@ -666,14 +814,24 @@ class Oversight:
                 next_attempt_at=next_attempt_at if next_attempt_at is not None else now,
                 last_error=error, response_status=status_code,
             )
-            kind = {"sent": "trigger.sent", "retry": "trigger.attempt_failed", "failed": "trigger.failed"}[outcome]
-            self._audit_later(
-                conn, kind,
-                {"request_id": req.id, "target": target, "attempt": attempts, "status_code": status_code,
-                 "response": response_excerpt, "error": error, "next_attempt_at": next_attempt_at},
-                model=req.model, now=now,
-            )
+            prefix = "trigger" if kind == "retrain" else "serving"
+            audit_kind = {"retry": f"{prefix}.attempt_failed"}.get(outcome, f"{prefix}.{outcome}")
+            data = {"request_id": req.id, "target": target, "attempt": attempts, "status_code": status_code,
+                    "response": response_excerpt, "error": error, "next_attempt_at": next_attempt_at}
+            if kind != "retrain":
+                data["action"] = kind
+            if call is not None:
+                data["request"] = call
+            self._audit_later(conn, audit_kind, data, model=req.model, now=now)
         self.flush_audit()
         if outcome != "retry":
-            self._count(req.model, outcome)
+            self._count(req.model, outcome, kind)
         return req
+
+
+def _decode(blob: bytes, kind: str) -> RetrainRequest:
+    return decode_retrain(blob) if kind == "retrain" else decode_serving(blob)
+
+
+def _kind_of(req: RetrainRequest) -> str:
+    return req.action if isinstance(req, ServingRequest) else "retrain"

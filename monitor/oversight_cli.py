@@ -151,10 +151,10 @@ def _print(obj: Any, as_json: bool) -> None:
         print(f"{len(rows)} alert(s)")
     elif isinstance(obj, dict) and "retrains" in obj:
         rows = obj["retrains"]
-        print(f"{'ID':24}  {'STATUS':9}  {'MODEL':16}  REASON")
+        print(f"{'ID':24}  {'KIND':8}  {'STATUS':9}  {'MODEL':16}  REASON")
         for r in rows:
-            print(f"{r['id']:24}  {r['status']:9}  {r['model'][:16]:16}  {r['reason']}")
-        print(f"{len(rows)} retrain request(s)")
+            print(f"{r['id']:24}  {r.get('kind', 'retrain'):8}  {r['status']:9}  {r['model'][:16]:16}  {r['reason']}")
+        print(f"{len(rows)} request(s)")
     else:
         print(json.dumps(obj, indent=2))
 
@@ -185,7 +185,8 @@ def _run(ns: argparse.Namespace, api: ApiClient) -> Any:
     if cmd == "alerts":
         return api.request("GET", "/api/alerts", params={"model": getattr(ns, "model", None), "state": getattr(ns, "state", None)})
     if cmd == "retrains":
-        return api.request("GET", "/api/retrains", params={"model": getattr(ns, "model", None), "status": getattr(ns, "status", None)})
+        return api.request("GET", "/api/retrains", params={"model": getattr(ns, "model", None), "status": getattr(ns, "status", None),
+                                                            "kind": getattr(ns, "kind", None)})
     raise ApiError(f"monitor.oversight_cli does not serve the command {cmd!r}")
 
 
@@ -216,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--token-file", help="file holding the API token (default: $DRIFTLINE_API_TOKEN)")
         sp.add_argument("--json", action="store_true", help="print the raw JSON response")
 
-    for name, what in (("approve", "retrain request"), ("reject", "retrain request"), ("ack", "alert")):
+    for name, what in (("approve", "retrain, rollback or disable request"),
+                      ("reject", "retrain, rollback or disable request"), ("ack", "alert")):
         sp = sub.add_parser(name)
         common(sp)
         sp.add_argument("id", help=f"id of the {what}")
@@ -244,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("retrains")
     common(sp)
     sp.add_argument("--model")
-    sp.add_argument("--status", choices=("pending", "approved", "rejected", "sent", "failed"))
+    sp.add_argument("--status", choices=("pending", "approved", "rejected", "sent", "failed", "dry_run"))
+    sp.add_argument("--kind", choices=("retrain", "rollback", "disable", "all"),
+                    help="which gated requests (default: retrain)")
     return p
 
 

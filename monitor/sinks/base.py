@@ -11,6 +11,7 @@ request has a timeout.
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -100,14 +101,16 @@ class Sink(ABC):
         """Release connections; the deliverer calls it on stop."""
 
 
-def make_http_client(timeout_seconds: float) -> httpx.Client:
-    """The HTTP client every HTTP sink uses: no redirects, bounded time per request."""
+def make_http_client(timeout_seconds: float, verify: ssl.SSLContext | bool = True) -> httpx.Client:
+    """The HTTP client every HTTP sink uses: no redirects, bounded time per request.
+    ``verify``: an SSL context for a private CA (the Kubernetes API server's), else True."""
     if not timeout_seconds > 0:
         raise ValueError(f"delivery.timeout_seconds must be > 0, got {timeout_seconds!r}")
     return httpx.Client(
         follow_redirects=False,
         timeout=httpx.Timeout(timeout_seconds),
         headers={"User-Agent": USER_AGENT},
+        verify=verify,
     )
 
 

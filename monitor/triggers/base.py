@@ -82,9 +82,9 @@ class TriggerResult:
     call: TriggerCall | None = field(default=None, repr=False)
 
 
-def _need(kind: str, key: str, value: Any) -> str:
+def _need(kind: str, key: str, value: Any, section: str = "triggers.target") -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"triggers.target.{key} is required for kind = {kind!r}, got {value!r}")
+        raise ValueError(f"{section}.{key} is required for kind = {kind!r}, got {value!r}")
     return value.strip()
 
 
@@ -96,23 +96,30 @@ class TriggerTarget(ABC):
     """
 
     kind: str = ""
+    #: The config table the target is built from, named in error messages.
+    section: str = "triggers.target"
     #: HTTP statuses that mean "this run already exists": a re-send after a lost response.
     already_exists: frozenset[int] = frozenset()
 
     def __init__(self, url: str, token: str = "", headers: Mapping[str, str] | None = None):
-        url = _need(self.kind, "url", url)
+        url = _need(self.kind, "url", url, self.section)
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"triggers.target.url must start with http:// or https://, got {url!r}")
+            raise ValueError(f"{self.section}.url must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
         self.token = token or ""
         self.headers = {str(k): str(v) for k, v in (headers or {}).items()}
+
+    def _bearer(self) -> str:
+        """The bearer token sent with each call ("" for none)."""
+        return self.token
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         h = {"Content-Type": "application/json", "Accept": "application/json"}
         if extra:
             h.update(extra)
-        if self.token and not any(k.lower() == "authorization" for k in self.headers):
-            h["Authorization"] = f"Bearer {self.token}"
+        token = self._bearer()
+        if token and not any(k.lower() == "authorization" for k in self.headers):
+            h["Authorization"] = f"Bearer {token}"
         h.update(self.headers)
         return h
 
@@ -127,7 +134,10 @@ class TriggerTarget(ABC):
 
     def send(self, request: RetrainRequest, client: httpx.Client) -> TriggerResult:
         """Send once; never raises for delivery failures."""
-        call = self.build(request)
+        return self.send_call(self.build(request), client)
+
+    def send_call(self, call: TriggerCall, client: httpx.Client) -> TriggerResult:
+        """Send one built call once; never raises for delivery failures."""
         try:
             response = client.request(
                 call.method, call.url, headers=call.headers, content=json.dumps(call.json).encode()

@@ -21,7 +21,7 @@ import httpx
 from monitor.outbox import backoff_delay
 from monitor.oversight import ConflictError, Oversight
 from monitor.sinks.base import make_http_client
-from monitor.triggers.base import TriggerTarget
+from monitor.triggers.base import TriggerResult, TriggerTarget
 
 __all__ = ["RetrainSender"]
 
@@ -62,43 +62,59 @@ class RetrainSender:
         self.clock = clock
         self._lock = threading.Lock()
 
+    #: Request kinds this sender sends (the oversight table holds every gated action).
+    kinds: tuple[str, ...] = ("retrain",)
+    #: Outcomes :meth:`send_due` counts.
+    outcomes: tuple[str, ...] = ("sent", "retry", "failed")
+
     def send_due(self, now: float | None = None) -> dict[str, int]:
         """Send every due approved request once. Returns counts by outcome."""
-        counts = {"sent": 0, "retry": 0, "failed": 0}
+        counts = dict.fromkeys(self.outcomes, 0)
         with self._lock:  # one pass at a time: two would send the same request twice
             now = self.clock() if now is None else now
-            for request, attempts in self.oversight.due_retrains(now):
-                result = self.target.send(request, self.client)
-                out = result.outcome
-                attempt = attempts + 1
-                if out.ok:
-                    outcome, next_at = "sent", None
-                elif out.retryable and (self.max_attempts == 0 or attempt < self.max_attempts):
-                    wait = backoff_delay(attempt, self.initial_backoff_seconds, self.max_backoff_seconds, self.rng)
-                    if out.retry_after is not None:
-                        wait = max(wait, out.retry_after)
-                    outcome, next_at = "retry", now + wait
-                else:
-                    outcome, next_at = "failed", None
-                try:
-                    self.oversight.record_attempt(
-                        request.id,
-                        outcome=outcome,
-                        target=self.target.kind,
-                        status_code=out.status_code,
-                        response_excerpt=result.response_excerpt,
-                        error=out.error,
-                        next_attempt_at=next_at,
-                        now=now,
-                    )
-                except ConflictError:
-                    # Rejected or changed while we were sending: nothing to record against.
-                    log.warning("retrain request %s changed state during send", request.id)
-                    continue
-                counts[outcome] += 1
-                if outcome != "sent":
-                    log.warning("retrain request %s to %s: %s (%s)", request.id, self.target.kind, outcome, out.error)
+            for request, attempts in self.oversight.due_retrains(now, kinds=self.kinds):
+                outcome = self._attempt(request, attempts, now)
+                if outcome is not None:
+                    counts[outcome] += 1
         return counts
+
+    def _attempt(self, request: Any, attempts: int, now: float) -> str | None:
+        """Send one request once and record the outcome; None when it changed meanwhile."""
+        result = self.target.send(request, self.client)
+        return self._record(request, attempts, result, now)
+
+    def _record(self, request: Any, attempts: int, result: TriggerResult, now: float,
+                call: dict | None = None) -> str | None:
+        out = result.outcome
+        attempt = attempts + 1
+        if out.ok:
+            outcome, next_at = "sent", None
+        elif out.retryable and (self.max_attempts == 0 or attempt < self.max_attempts):
+            wait = backoff_delay(attempt, self.initial_backoff_seconds, self.max_backoff_seconds, self.rng)
+            if out.retry_after is not None:
+                wait = max(wait, out.retry_after)
+            outcome, next_at = "retry", now + wait
+        else:
+            outcome, next_at = "failed", None
+        try:
+            self.oversight.record_attempt(
+                request.id,
+                outcome=outcome,
+                target=self.target.kind,
+                status_code=out.status_code,
+                response_excerpt=result.response_excerpt,
+                error=out.error,
+                next_attempt_at=next_at,
+                now=now,
+                call=call,
+            )
+        except ConflictError:
+            # Rejected or changed while we were sending: nothing to record against.
+            log.warning("%s request %s changed state during send", self.kinds[0], request.id)
+            return None
+        if outcome != "sent":
+            log.warning("%s request %s to %s: %s (%s)", self.kinds[0], request.id, self.target.kind, outcome, out.error)
+        return outcome
 
     def close(self) -> None:
         self.client.close()
