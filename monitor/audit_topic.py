@@ -301,6 +301,8 @@ def _read(
     done = [tp for tp in starts if tp not in pending]
     if done:
         consumer.pause(*done)
+    if pending:
+        consumer.resume(*pending)  # paused by an earlier read with this consumer
     while pending:
         remaining = deadline - _time.monotonic()
         if remaining <= 0:
@@ -434,7 +436,11 @@ class TopicAuditLog(_Recorder):
             return self._seq, self._hash
 
     def _read_head(self) -> tuple[int, dict | None]:
-        """The chain's partition and its last committed entry (None: the chain is empty)."""
+        """The chain's partition and its last committed entry (None: the chain is empty).
+
+        The head is checked against the entry before it (or the genesis hash for seq 0), so
+        a writer never continues a chain whose tail was forged or whose start was deleted.
+        """
         deadline = _time.monotonic() + self.read_timeout_seconds
         consumer = _consumer(self.consumer_settings, self.topic)
         try:
@@ -443,20 +449,49 @@ class TopicAuditLog(_Recorder):
             tp = TopicPartition(self.topic, partition)
             first = consumer.beginning_offsets([tp])[tp]
             end = consumer.end_offsets([tp])[tp]  # read_committed: the last stable offset
-            found: list[tuple[int, bytes]] = []
-
-            def keep(_p: int, record: Any) -> None:
-                if record.key == self._key:
-                    found.append((record.offset, record.value))
-
+            found: list[tuple[int, bytes | None]] = []
             hi, window = end, 256
-            while hi > first and not found:
+            while hi > first and not self._enough(found):
                 lo = max(first, hi - window)
+                batch: list[tuple[int, bytes | None]] = []
+
+                def keep(_p: int, record: Any, batch: list = batch) -> None:
+                    if record.key == self._key:
+                        batch.append((record.offset, record.value))
+
                 _read(consumer, {tp: lo}, {tp: hi}, keep, deadline)
+                found[:0] = batch
                 hi, window = lo, window * 4
         finally:
             consumer.close()
-        return partition, (self._check_head(partition, *found[-1]) if found else None)
+        if not found:
+            return partition, None
+        last = self._check_head(partition, *found[-1])
+        if len(found) >= 2:
+            prev = self._check_head(partition, *found[-2])
+            linked = last["seq"] == prev["seq"] + 1 and last["prev_hash"] == prev["hash"]
+        else:
+            linked = last["seq"] == 0 and last["prev_hash"] == GENESIS_HASH
+        if not linked:
+            raise AuditTopicError(
+                f"audit topic {self.topic!r} partition {partition} offset {found[-1][0]} "
+                f"(chain {self.chain!r}): the chain's last entry (seq {last['seq']}) does not "
+                f"follow the entry before it; run `driftline audit verify --topic {self.topic}` "
+                "before appending"
+            )
+        return partition, last
+
+    @staticmethod
+    def _enough(found: list[tuple[int, bytes | None]]) -> bool:
+        """Whether the head can be checked: two entries, or one that claims to be seq 0."""
+        if len(found) >= 2:
+            return True
+        if not found or found[0][1] is None:
+            return False
+        try:
+            return json.loads(found[0][1]).get("seq") == 0
+        except (ValueError, AttributeError):
+            return False
 
     def _set_head(self, partition: int, last: dict | None) -> None:
         self.partition = partition
