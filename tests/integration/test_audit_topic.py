@@ -1,20 +1,34 @@
 """The audit trail on a real Apache Kafka topic: creation with infinite retention, chains
 appended inside transactions (committed, aborted, fenced), a new pod continuing a chain, a
-forged record found by partition/offset, and `driftline audit verify|export --topic`."""
+forged record found by partition/offset, `driftline audit verify|export --topic`, and the
+ACL named by each refusal of a broker with an authorizer."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import kafka.errors as kerrors
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.admin import (
+    ACL,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    ConfigResource,
+    ConfigResourceType,
+    KafkaAdminClient,
+    ResourcePattern,
+    ResourceType,
+)
 from kafka.structs import TopicPartition
 
 from monitor.audit import canonical, entry_hash, verify
@@ -27,7 +41,19 @@ from monitor.audit_topic import (
     model_chain,
     verify_topic,
 )
+from monitor.broker import free_port, wait_for_kafka
 from monitor.errors import AuditTopicError
+
+from .conftest import (
+    _LOG4J2,
+    KAFKA_LIBS,
+    START_TIMEOUT,
+    _java,
+    _kafka_cluster_id,
+    _start,
+    kafka_properties,
+    unavailable,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -307,3 +333,116 @@ def test_cli_reads_the_topic_from_the_config_and_exports_evidence(kafka, tmp_pat
     assert res.returncode == 0 and len(json.loads(res.stdout)["entries"]) == 2
     missing = cli("audit", "verify", "--topic", f"{topic}-absent", "--bootstrap-servers", kafka.bootstrap)
     assert missing.returncode != 0 and f"{topic}-absent" in missing.stderr
+
+
+# --------------------------------------------------------------------------- ACLs
+
+
+@dataclass
+class SecuredKafka:
+    plain: str  # PLAINTEXT listener: ANONYMOUS, a super user (grants the ACLs)
+    sasl: str  # SASL_PLAINTEXT listener: alice and bob, only what their ACLs allow
+
+
+@pytest.fixture(scope="module")
+def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
+    """Apache Kafka with the StandardAuthorizer, deny-by-default, and SASL/PLAIN users."""
+    java = _java()
+    if java is None or not list(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
+        unavailable(f"Apache Kafka needs java and the jars in {KAFKA_LIBS} (scripts/provision.sh)")
+    work = tmp_path_factory.mktemp("kafka-acl")
+    data = work / "data"
+    (work / "log4j2.properties").write_text(_LOG4J2)
+    jvm = [java, "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+           f"-Dlog4j2.configurationFile={work / 'log4j2.properties'}", "-cp", str(KAFKA_LIBS / "*")]
+    state: dict[str, str] = {}
+
+    def make_cmd() -> list[str]:
+        shutil.rmtree(data, ignore_errors=True)
+        port, cport, sport = free_port(), free_port(), free_port()
+        props = kafka_properties(port, cport, data)
+        listeners = (f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport},"
+                     f"SASL_PLAINTEXT://127.0.0.1:{sport}")
+        props.update({
+            "listeners": listeners,
+            "advertised.listeners": listeners,
+            "listener.security.protocol.map": props["listener.security.protocol.map"]
+            + ",SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                'user_alice="alice-secret" user_bob="bob-secret";',
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": "User:ANONYMOUS",  # the broker, the controller, the test's admin
+            "allow.everyone.if.no.acl.found": "false",
+        })  # fmt: skip
+        conf = work / "server.properties"
+        conf.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "--standalone", "--cluster-id",
+                              _kafka_cluster_id(), "--config", str(conf)],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        if fmt.returncode != 0:
+            unavailable(f"kafka.tools.StorageTool format failed: {(fmt.stdout + fmt.stderr)[-2000:]}")
+        state.update(plain=f"127.0.0.1:{port}", sasl=f"127.0.0.1:{sport}")
+        return [*jvm, "kafka.Kafka", str(conf)]
+
+    def ready(proc: subprocess.Popen[bytes]) -> None:
+        wait_for_kafka(state["plain"], START_TIMEOUT, proc)
+
+    server = _start("Apache Kafka with ACLs", make_cmd, ready, work / "kafka.log")
+    try:
+        yield SecuredKafka(state["plain"], state["sasl"])
+    finally:
+        server.stop()
+
+
+def user(k: SecuredKafka, name: str) -> dict:
+    return {"bootstrap_servers": k.sasl, "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": name, "sasl_plain_password": f"{name}-secret"}  # fmt: skip
+
+
+def grant(k: SecuredKafka, name: str, topic: str, *operations: ACLOperation) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=k.plain)
+    try:
+        pattern = ResourcePattern(ResourceType.TOPIC, topic, ACLResourcePatternType.LITERAL)
+        result = admin.create_acls(
+            [ACL(f"User:{name}", "*", op, ACLPermissionType.ALLOW, pattern) for op in operations]
+        )
+        assert not result["failed"], result
+    finally:
+        admin.close()
+    time.sleep(1.0)  # ACLs reach the broker's authorizer through the metadata log
+
+
+def test_each_missing_acl_is_named(secured_kafka):
+    k, topic = secured_kafka, "driftline-audit-acl"
+    alice = user(k, "alice")
+    with pytest.raises(AuditTopicError) as err:  # no ACL at all
+        ensure_audit_topic(alice, topic, 1, 1)
+    assert f"grant Driftline's principal Describe on topic {topic!r}" in str(err.value)
+    grant(k, "alice", topic, ACLOperation.DESCRIBE)
+    with pytest.raises(AuditTopicError) as err:
+        ensure_audit_topic(alice, topic, 1, 1)
+    assert "TopicAuthorizationFailedError" in str(err.value)
+    assert f"grant Driftline's principal Create on topic {topic!r} (or on the cluster)" in str(err.value)
+    grant(k, "alice", topic, ACLOperation.CREATE)
+    with pytest.raises(AuditTopicError) as err:  # created, but its retention cannot be read
+        ensure_audit_topic(alice, topic, 1, 1)
+    assert f"DescribeConfigs on topic {topic!r}" in str(err.value)
+    grant(k, "alice", topic, ACLOperation.DESCRIBE_CONFIGS, ACLOperation.WRITE, ACLOperation.READ)
+    assert ensure_audit_topic(alice, topic, 1, 1) is False  # it exists since the last call
+    with TopicAuditLog.standalone(alice, topic, model_chain("m")) as log:
+        log.append("alert.transition", {"state": "firing"}, model="m")
+    # bob may read (verify, export) but not write.
+    bob = user(k, "bob")
+    grant(k, "bob", topic, ACLOperation.DESCRIBE, ACLOperation.READ)
+    assert verify_topic(bob, topic)["model/m"].ok
+    with (
+        pytest.raises(AuditTopicError) as err,
+        TopicAuditLog.standalone(bob, topic, model_chain("m"), send_timeout_seconds=10) as log,
+    ):
+        log.append("alert.transition", {"state": "resolved"}, model="m")
+    # Without Write on any topic the idempotent producer cannot even get its producer id.
+    assert "append not acknowledged" in str(err.value) and "ClusterAuthorizationFailedError" in str(err.value)
+    res = verify_topic(bob, topic)["model/m"]
+    assert (res.ok, res.entries) == (True, 1)
