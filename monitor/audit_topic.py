@@ -268,8 +268,13 @@ def _consumer(consumer_settings: Mapping[str, Any], topic: str) -> KafkaConsumer
         ) from exc
 
 
+#: How long a topic may be missing from the metadata before it counts as absent: a topic
+#: created a moment ago by another process may not be in every broker's cache yet.
+_METADATA_GRACE_SECONDS = 5.0
+
+
 def _partitions(consumer: KafkaConsumer, topic: str, timeout: float) -> list[int]:
-    deadline = _time.monotonic() + timeout
+    deadline = _time.monotonic() + min(timeout, _METADATA_GRACE_SECONDS)
     while True:
         parts = consumer.partitions_for_topic(topic)
         if parts:
@@ -287,12 +292,13 @@ def _read(
     starts: Mapping[TopicPartition, int],
     ends: Mapping[TopicPartition, int],
     visit: Callable[[int, Any], None],
-    deadline: float,
+    stall_seconds: float,
 ) -> None:
     """Call ``visit(partition, record)`` for every committed record in ``[start, end)``.
 
     Ends at positions, not record counts: under read_committed the commit/abort markers and
-    aborted records occupy offsets that are never returned.
+    aborted records occupy offsets that are never returned. Fails when no partition moved
+    for ``stall_seconds`` (a long topic may take longer in all; a stuck read may not).
     """
     pending = {tp for tp in starts if starts[tp] < ends[tp]}
     consumer.assign(sorted(starts, key=lambda tp: tp.partition))
@@ -303,6 +309,7 @@ def _read(
         consumer.pause(*done)
     if pending:
         consumer.resume(*pending)  # paused by an earlier read with this consumer
+    deadline = _time.monotonic() + stall_seconds
     while pending:
         remaining = deadline - _time.monotonic()
         if remaining <= 0:
@@ -311,8 +318,8 @@ def _read(
                 for tp in sorted(pending, key=lambda t: t.partition)
             )
             raise AuditTopicError(
-                f"audit topic {next(iter(pending)).topic!r}: not read to its end in time ({where}); "
-                "raise audit.read_timeout_seconds or check the broker"
+                f"audit topic {next(iter(pending)).topic!r}: reading stalled for {stall_seconds:g} s "
+                f"({where}); check the broker and the Read ACL, or raise audit.read_timeout_seconds"
             )
         batch = consumer.poll(timeout_ms=int(min(remaining, 0.5) * 1000) + 1)
         for tp, records in batch.items():
@@ -322,10 +329,13 @@ def _read(
             for record in records:
                 if record.offset < end:
                     visit(tp.partition, record)
+        if batch:
+            deadline = _time.monotonic() + stall_seconds
         for tp in list(pending):
             if consumer.position(tp) >= ends[tp]:
                 pending.discard(tp)
                 consumer.pause(tp)
+                deadline = _time.monotonic() + stall_seconds
 
 
 # --------------------------------------------------------------------------- writing
@@ -441,7 +451,6 @@ class TopicAuditLog(_Recorder):
         The head is checked against the entry before it (or the genesis hash for seq 0), so
         a writer never continues a chain whose tail was forged or whose start was deleted.
         """
-        deadline = _time.monotonic() + self.read_timeout_seconds
         consumer = _consumer(self.consumer_settings, self.topic)
         try:
             parts = _partitions(consumer, self.topic, self.read_timeout_seconds)
@@ -459,7 +468,7 @@ class TopicAuditLog(_Recorder):
                     if record.key == self._key:
                         batch.append((record.offset, record.value))
 
-                _read(consumer, {tp: lo}, {tp: hi}, keep, deadline)
+                _read(consumer, {tp: lo}, {tp: hi}, keep, self.read_timeout_seconds)
                 found[:0] = batch
                 hi, window = lo, window * 4
         finally:
@@ -740,7 +749,6 @@ def _scan(
     consumer_settings: Mapping[str, Any], topic: str, scan: _Scan, read_timeout_seconds: float
 ) -> None:
     """Read every partition from its beginning to the end offsets taken at the start."""
-    deadline = _time.monotonic() + read_timeout_seconds
     consumer = _consumer(consumer_settings, topic)
     try:
         tps = [TopicPartition(topic, p) for p in _partitions(consumer, topic, read_timeout_seconds)]
@@ -751,7 +759,7 @@ def _scan(
             raise AuditTopicError(
                 f"audit topic {topic!r}: cannot list its offsets ({exc!r}); Read on topic {topic!r} is needed"
             ) from exc
-        _read(consumer, starts, ends, scan.visit, deadline)
+        _read(consumer, starts, ends, scan.visit, read_timeout_seconds)
     finally:
         consumer.close()
 

@@ -463,3 +463,65 @@ def test_audit_config_defaults_are_file_mode():
     assert (audit.topic, audit.partitions, audit.replication_factor, audit.read_timeout_seconds) == ("", 1, -1, 30.0)
     cfg = load_config_text(MODEL + '[audit]\ntopic = "driftline-audit"\nreplication_factor = 3\n', env={})
     assert cfg.audit.topic == "driftline-audit" and cfg.audit.replication_factor == 3
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class FakeConsumer:
+    """A partition log where some offsets are transaction markers (never returned)."""
+
+    def __init__(self, logs: dict[int, dict[int, Rec | None]], stuck: bool = False):
+        self.logs, self.stuck = logs, stuck
+        self.pos: dict = {}
+        self.paused: set = set()
+
+    def assign(self, tps):
+        self.pos = {tp: 0 for tp in tps}
+
+    def seek(self, tp, offset):
+        self.pos[tp] = offset
+
+    def pause(self, *tps):
+        self.paused.update(tps)
+
+    def resume(self, *tps):
+        self.paused.difference_update(tps)
+
+    def position(self, tp):
+        return self.pos[tp]
+
+    def poll(self, timeout_ms=0):
+        out = {}
+        for tp in self.pos:
+            if tp in self.paused or self.stuck:
+                continue
+            offsets = sorted(o for o in self.logs[tp.partition] if o >= self.pos[tp])[:2]
+            if offsets:
+                recs = [self.logs[tp.partition][o] for o in offsets]
+                self.pos[tp] = offsets[-1] + 1  # a marker-only fetch still moves the position
+                if any(recs):
+                    out[tp] = [r for r in recs if r is not None]
+        return out
+
+
+def test_read_ends_at_positions_across_markers_and_stops_at_the_end_offsets():
+    from kafka.structs import TopicPartition
+
+    from monitor.audit_topic import _read
+
+    t0, t1 = TopicPartition("t", 0), TopicPartition("t", 1)
+    # p0: records at 0-2, a commit marker at 3 (the end), a later record at 4 beyond the end.
+    logs = {0: {0: Rec(b"k", b"a", 0), 1: Rec(b"k", b"b", 1), 2: Rec(b"k", b"c", 2), 3: None,
+                4: Rec(b"k", b"late", 4)},
+            1: {0: None, 1: None}}  # only an aborted transaction's markers  # fmt: skip
+    seen = []
+    consumer = FakeConsumer(logs)
+    _read(consumer, {t0: 0, t1: 0}, {t0: 4, t1: 2}, lambda p, r: seen.append((p, r.value)), 5.0)
+    assert seen == [(0, b"a"), (0, b"b"), (0, b"c")]
+    # A second read with the same consumer resumes the partitions the first one paused.
+    seen.clear()
+    _read(consumer, {t0: 1}, {t0: 3}, lambda p, r: seen.append((p, r.value)), 5.0)
+    assert seen == [(0, b"b"), (0, b"c")]
+    with pytest.raises(AuditTopicError, match=r"stalled for 0.2 s \(partition 0 at offset 0 of 4\)"):
+        _read(FakeConsumer(logs, stuck=True), {t0: 0}, {t0: 4}, lambda p, r: None, 0.2)
