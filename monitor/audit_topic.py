@@ -222,7 +222,11 @@ def _config_problems(admin: Any, topic: str) -> list[str]:
     except kerrors.AuthorizationError as exc:
         found, cause = {}, type(exc).__name__
     except kerrors.KafkaError as exc:
-        raise AuditTopicError(f"audit topic {topic!r}: cannot read its configs: {exc}") from exc
+        raise AuditTopicError(
+            f"audit topic {topic!r}: cannot read its configs ({exc}), so its retention is "
+            "unknown; the broker must answer DescribeConfigs (the embedded Tansu broker does "
+            'not: keep audit.topic = "" there, the file log)'
+        ) from exc
     else:
         cause = "no configs returned"
     missing = [k for k in TOPIC_CONFIGS if k not in found]

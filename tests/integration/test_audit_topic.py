@@ -132,6 +132,17 @@ def test_topic_is_created_with_infinite_retention_and_checked_when_it_exists(kaf
         ensure_audit_topic(settings(kafka), topic, 3, 1)
 
 
+def test_the_embedded_broker_is_refused_for_the_audit_topic(tansu):
+    # Tansu answers no DescribeConfigs (and its end offsets lag batched produces): an audit
+    # topic there could not be checked for retention, nor restored exactly. The demo keeps
+    # the file log.
+    topic = f"driftline-audit-{time.time_ns()}"
+    with pytest.raises(AuditTopicError) as err:
+        ensure_audit_topic({"bootstrap_servers": tansu.bootstrap}, topic, 1, 1)
+    assert f"audit topic {topic!r}" in str(err.value) and "DescribeConfigs" in str(err.value)
+    assert 'keep audit.topic = ""' in str(err.value)
+
+
 def test_two_chains_in_one_transaction_commit_and_verify(kafka, tmp_path):
     topic = new_topic(kafka)
     producer = tx_producer(kafka, f"{topic}-owner")
