@@ -7,7 +7,9 @@ Every entry belongs to exactly one **chain**, named in its ``chain`` field:
 
 - ``model/<name>`` for what concerns one model (alert transitions, acknowledgements,
   retrain requests, deliveries, reference versions), written by the model's owner;
-- ``instance/<id>`` for a process's own entries (``config.loaded``), written by that process.
+- ``instance/<id>`` for a process's own entries (``config.loaded``), written by that process;
+  the id is unique among running processes (a pod name), and a restarted process with the
+  same id continues its chain.
 
 The entry shape, the canonical JSON and the hash are :mod:`monitor.audit`'s, plus the
 ``chain`` field (covered by the hash like every other field). ``seq`` counts from 0 and
@@ -15,7 +17,7 @@ The entry shape, the canonical JSON and the hash are :mod:`monitor.audit`'s, plu
 value is the canonical JSON of the full entry (hash included), byte for byte what a line of
 the file log holds without its newline.
 
-A chain's records go to partition ``murmur2(key) % partitions`` (the Java client's default
+A chain's records go to partition ``toPositive(murmur2(key)) % partitions`` (the Java client's default
 partitioner, computed here and given explicitly, so any client agrees), hence one chain
 lives in one partition, in offset order. The partition count of the audit topic must
 therefore never change: :func:`ensure_audit_topic` refuses a topic whose count differs from
@@ -362,7 +364,11 @@ class TopicAuditLog(_Recorder):
 
     The head is restored from the topic on construction (:meth:`restore`); a writer that
     gains ownership of the chain later (after a rebalance) calls :meth:`restore` again
-    before appending. The producer must send raw bytes (no key or value serializer).
+    before appending, and only once the previous writer is fenced (for the same
+    transactional id: after ``init_transactions()``). Until then a transaction the previous
+    writer holds open keeps the last stable offset back, and if it could still commit, its
+    entries would fork the chain (which :func:`verify_topic` reports as a seq error).
+    The producer must send raw bytes (no key or value serializer).
     """
 
     def __init__(
@@ -481,7 +487,7 @@ class TopicAuditLog(_Recorder):
             return partition, None
         last = self._check_head(partition, *found[-1])
         if len(found) >= 2:
-            prev = self._check_head(partition, *found[-2])
+            prev = self._check_head(partition, *found[-2], role="entry before the last")
             linked = last["seq"] == prev["seq"] + 1 and last["prev_hash"] == prev["hash"]
         else:
             linked = last["seq"] == 0 and last["prev_hash"] == GENESIS_HASH
@@ -514,7 +520,7 @@ class TopicAuditLog(_Recorder):
             self._seq, self._hash, self._last = int(last["seq"]), str(last["hash"]), last
         log.debug("audit chain %s restored at seq %d (partition %d)", self.chain, self._seq, partition)
 
-    def _check_head(self, partition: int, offset: int, value: bytes | None) -> dict:
+    def _check_head(self, partition: int, offset: int, value: bytes | None, role: str = "last entry") -> dict:
         where = f"audit topic {self.topic!r} partition {partition} offset {offset} (chain {self.chain!r})"
         try:
             entry = json.loads(value) if value is not None else None
@@ -523,13 +529,15 @@ class TopicAuditLog(_Recorder):
         reason = None
         if not isinstance(entry, dict) or not {"seq", "hash", "prev_hash", "time", "kind"} <= entry.keys():
             reason = "is not an audit entry"
+        elif not isinstance(entry["seq"], int) or isinstance(entry["seq"], bool):
+            reason = f"has a seq that is not an integer ({entry['seq']!r})"
         elif entry.get("chain") != self.chain:
             reason = f"belongs to chain {entry.get('chain')!r}"
         elif entry_hash(entry) != entry["hash"] or canonical(entry) != value:
             reason = "does not match its hash or is not canonical"
         if reason:
             raise AuditTopicError(
-                f"{where}: the chain's last entry {reason}; run `driftline audit verify --topic "
+                f"{where}: the chain's {role} {reason}; run `driftline audit verify --topic "
                 f"{self.topic}` before appending"
             )
         return entry

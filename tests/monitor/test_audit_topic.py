@@ -525,3 +525,57 @@ def test_read_ends_at_positions_across_markers_and_stops_at_the_end_offsets():
     assert seen == [(0, b"b"), (0, b"c")]
     with pytest.raises(AuditTopicError, match=r"stalled for 0.2 s \(partition 0 at offset 0 of 4\)"):
         _read(FakeConsumer(logs, stuck=True), {t0: 0}, {t0: 4}, lambda p, r: None, 0.2)
+
+
+class FakeTopicConsumer(FakeConsumer):
+    """One partition holding ``records`` from offset ``first`` (what restore reads)."""
+
+    def __init__(self, records: list[Rec], first: int = 0):
+        super().__init__({0: {first + i: r for i, r in enumerate(records)}})
+        self.first, self.end = first, first + len(records)
+
+    def partitions_for_topic(self, topic):
+        return {0}
+
+    def beginning_offsets(self, tps):
+        return dict.fromkeys(tps, self.first)
+
+    def end_offsets(self, tps):
+        return dict.fromkeys(tps, self.end)
+
+    def close(self):
+        pass
+
+
+def restore_from(monkeypatch, records: list[Rec], first: int = 0) -> TopicAuditLog:
+    import monitor.audit_topic as at
+
+    monkeypatch.setattr(at, "_consumer", lambda settings, topic: FakeTopicConsumer(records, first))
+    return TopicAuditLog(FakeProducer(), "audit", "model/m", {})
+
+
+def recs(entries: list, start: int = 0) -> list[Rec]:
+    return [Rec(e["chain"].encode(), canonical(e), start + i) for i, e in enumerate(entries)]
+
+
+def test_restore_finds_a_head_buried_under_other_chains(monkeypatch):
+    mine, other = chain_entries("model/m", 3), chain_entries("model/busy", 2000)
+    log = restore_from(monkeypatch, recs(mine) + recs(other, start=3))
+    assert log.head() == (2, mine[2]["hash"]) and log.partition == 0
+    assert restore_from(monkeypatch, recs(other)).head() == (-1, GENESIS_HASH)
+    only_first = restore_from(monkeypatch, recs(mine[:1]) + recs(other, start=1))
+    assert only_first.head() == (0, mine[0]["hash"])
+
+
+def test_restore_refuses_to_continue_a_forged_or_cut_chain(monkeypatch):
+    mine = chain_entries("model/m", 4)
+    forged = dict(mine[1], data={"i": 42})
+    forged["hash"] = entry_hash(forged)
+    with pytest.raises(AuditTopicError, match="offset 4 .chain 'model/m'.: the chain's last entry .seq 1. does not follow"):
+        restore_from(monkeypatch, recs([*mine, forged]))
+    # The start of the partition was deleted: seq 3 alone, with no entry before it.
+    with pytest.raises(AuditTopicError, match="offset 3 .*seq 3. does not follow"):
+        restore_from(monkeypatch, recs(mine[3:], start=3), first=3)
+    edited = Rec(b"model/m", canonical(mine[3]).replace(b'"i":3', b'"i":4'), 3)
+    with pytest.raises(AuditTopicError, match="last entry does not match its hash"):
+        restore_from(monkeypatch, [*recs(mine[:3]), edited])
