@@ -217,7 +217,7 @@ def check_record(
     missing = _REQUIRED - entry.keys()
     if missing:
         return entry, f"missing fields {sorted(missing)}"
-    if entry["seq"] != seq:
+    if type(entry["seq"]) is not int or entry["seq"] != seq:  # JSON true and 1.0 equal 1 in Python
         return entry, f"seq is {entry['seq']!r}, expected {seq} (entry deleted, inserted or moved)"
     if entry["prev_hash"] != prev_hash:
         return entry, "prev_hash does not match the previous entry's hash (entry deleted, inserted or moved)"
@@ -230,7 +230,7 @@ def check_record(
         return entry, "hash does not match the entry's content (entry edited)"
     if canon != body:
         return entry, "line is not in canonical form (entry edited)"
-    if kinds is not None and entry["kind"] not in kinds:
+    if kinds is not None and (not isinstance(entry["kind"], str) or entry["kind"] not in kinds):
         return entry, f"unknown kind {entry['kind']!r}"
     return entry, None
 

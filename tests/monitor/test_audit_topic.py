@@ -167,6 +167,17 @@ def test_a_bad_record_is_named_by_partition_offset_and_chain(mutate, reason):
     assert res.where() == "topic 'audit' partition 3 offset 102"
 
 
+@pytest.mark.parametrize("seq", [True, 1.0])
+def test_a_seq_equal_but_not_an_integer_is_bad(seq):
+    def forge(e, v, es):
+        forged = dict(e, seq=seq)  # JSON true and 1.0 compare equal to 1 in Python
+        forged["hash"] = entry_hash(forged)
+        return canonical(forged)
+
+    res = bad_result(forge, at=1)
+    assert not res.ok and res.first_bad_offset == 101 and f"seq is {seq!r}, expected 1" in res.reason
+
+
 def test_deleted_record_and_missing_start_are_seq_gaps():
     entries = chain_entries("model/m", 4)
     scan = _Scan("t")
