@@ -329,6 +329,11 @@ def test_cli_reads_the_topic_from_the_config_and_exports_evidence(kafka, tmp_pat
     )
     res = cli("audit", "verify", "--config", str(config))
     assert res.returncode == 0 and "3 chain(s), 4 good entries" in res.stdout, res.stderr
+    # A head recorded elsewhere that the chain no longer reaches (cut short): exit 1.
+    res = cli("audit", "verify", "--config", str(config), "--expect-head", f"model/x=0:{x.head()[1]}",
+              "--expect-head", f"model/m=2:{'0' * 64}")
+    assert res.returncode == 1 and "FAILED model/m at end of chain" in res.stderr
+    assert "expected head seq=2 not found" in res.stderr and "OK model/x: 1 entries" in res.stdout
     out = tmp_path / "evidence.json"
     res = cli("audit", "export", "--config", str(config), "--model", "m", "-o", str(out))
     assert res.returncode == 0, res.stderr
