@@ -50,6 +50,10 @@ __all__ = [
     "GENESIS_HASH",
     "canonical",
     "entry_hash",
+    "make_entry",
+    "prepare_entries",
+    "check_record",
+    "select_for_export",
     "verify",
     "export",
     "main",
@@ -158,7 +162,126 @@ def parse_time(text: str) -> float:
     return value.timestamp()
 
 
-class AuditLog:
+def prepare_entries(entries: list[dict]) -> list[tuple]:
+    """Validate and normalise :meth:`AuditLog.append_many`'s dicts (kind, data, model, actor,
+    ref, time) into ``(kind, data, model, actor, ref, ts)`` tuples, before any is written:
+    an unknown kind anywhere in a batch writes nothing."""
+    prepared = []
+    for e in entries:
+        kind = e["kind"]
+        if kind not in KINDS:
+            raise AuditError(f"unknown audit kind {kind!r}; known: {sorted(KINDS)}")
+        data = e.get("data")
+        payload = _json_safe(msgspec.to_builtins(data if data is not None else {}))
+        ts = e.get("time")
+        prepared.append((kind, payload, e.get("model"), e.get("actor"), e.get("ref"),
+                         _time.time() if ts is None else ts))
+    return prepared
+
+
+def make_entry(
+    seq: int, prev_hash: str, kind: str, data: Any, model: str | None, actor: str | None,
+    ref: str | None, ts: float, chain: str | None = None,
+) -> dict:
+    """The entry that follows ``(seq - 1, prev_hash)``, its ``hash`` computed.
+
+    ``chain`` is set only by the Kafka audit topic (:mod:`monitor.audit_topic`), where it
+    names the chain the entry belongs to and is covered by the hash like every field.
+    """
+    entry: dict[str, Any] = {
+        "seq": seq,
+        "time": _iso(ts),
+        "kind": kind,
+        "data": data,
+        "prev_hash": prev_hash,
+    }
+    if chain is not None:
+        entry["chain"] = chain
+    if model is not None:
+        entry["model"] = model
+    if actor is not None:
+        entry["actor"] = actor
+    if ref is not None:
+        entry["ref"] = ref
+    entry["hash"] = entry_hash(entry)
+    return entry
+
+
+_REQUIRED = frozenset({"seq", "time", "kind", "data", "prev_hash", "hash"})
+
+
+def check_record(
+    body: bytes, seq: int, prev_hash: str, kinds: frozenset[str] | None = None
+) -> tuple[dict | None, str | None]:
+    """Check one stored entry (its bytes, without a line's newline) as the ``seq``-th of a
+    chain whose previous hash is ``prev_hash``: ``(entry, None)`` when it is good, else
+    ``(entry or None, reason)``. With ``kinds``, an entry of another kind is bad too."""
+    try:
+        entry = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return None, f"not valid JSON: {exc}"
+    if not isinstance(entry, dict):
+        return None, "entry is not a JSON object"
+    missing = _REQUIRED - entry.keys()
+    if missing:
+        return entry, f"missing fields {sorted(missing)}"
+    if type(entry["seq"]) is not int or entry["seq"] != seq:  # JSON true and 1.0 equal 1 in Python
+        return entry, f"seq is {entry['seq']!r}, expected {seq} (entry deleted, inserted or moved)"
+    if entry["prev_hash"] != prev_hash:
+        return entry, "prev_hash does not match the previous entry's hash (entry deleted, inserted or moved)"
+    try:
+        recomputed = entry_hash(entry)
+        canon = canonical(entry)
+    except ValueError as exc:
+        return entry, f"entry cannot be canonicalised: {exc}"
+    if recomputed != entry["hash"]:
+        return entry, "hash does not match the entry's content (entry edited)"
+    if canon != body:
+        return entry, "line is not in canonical form (entry edited)"
+    if kinds is not None and (not isinstance(entry["kind"], str) or entry["kind"] not in kinds):
+        return entry, f"unknown kind {entry['kind']!r}"
+    return entry, None
+
+
+def select_for_export(entry: Any, model: str, since_ts: float | None, until_ts: float | None) -> bool:
+    """Whether ``entry`` is evidence for ``model`` in ``[since_ts, until_ts)``: the model's
+    own entries and the global ones (config loads, tail repairs)."""
+    if not isinstance(entry, dict):
+        return False
+    if entry.get("model") != model and entry.get("kind") not in _GLOBAL_KINDS:
+        return False
+    try:
+        ts = _entry_time(entry)
+    except (KeyError, ValueError, AttributeError):
+        return False
+    if since_ts is not None and ts < since_ts:
+        return False
+    return until_ts is None or ts < until_ts
+
+
+class _Recorder:
+    """The typed entries the daemon records, shared by the file log and the Kafka topic."""
+
+    def append(self, kind: str, data: Any = None, **kw: Any) -> dict:  # pragma: no cover
+        raise NotImplementedError
+
+    def config_loaded(self, config: Any, source: str) -> dict:
+        """Record a config load with its hash (secrets excluded from the hash)."""
+        from monitor.config import config_hash  # lazy: the audit CLI must not need it
+
+        return self.append(
+            "config.loaded",
+            {"source": str(source), "config_hash": config_hash(config), "models": [m.name for m in config.models]},
+        )
+
+    def reference_version(self, model: str, version: str, source: str, sha256: str) -> dict:
+        """Record which reference profile a model is compared against from now on."""
+        return self.append(
+            "reference.version", {"version": version, "source": str(source), "sha256": sha256}, model=model
+        )
+
+
+class AuditLog(_Recorder):
     """Appends hash-chained entries to one JSON Lines file.
 
     Thread-safe (a lock) and safe against a second process appending to the same file
@@ -251,21 +374,6 @@ class AuditLog:
     def from_config(cls, config: Any) -> AuditLog:
         return cls(config.audit.path)
 
-    def config_loaded(self, config: Any, source: str) -> dict:
-        """Record a config load with its hash (secrets excluded from the hash)."""
-        from monitor.config import config_hash  # lazy: the audit CLI must not need it
-
-        return self.append(
-            "config.loaded",
-            {"source": str(source), "config_hash": config_hash(config), "models": [m.name for m in config.models]},
-        )
-
-    def reference_version(self, model: str, version: str, source: str, sha256: str) -> dict:
-        """Record which reference profile a model is compared against from now on."""
-        return self.append(
-            "reference.version", {"version": version, "source": str(source), "sha256": sha256}, model=model
-        )
-
     def head(self) -> tuple[int, str]:
         """``(seq, hash)`` of the newest entry; ``(-1, GENESIS_HASH)`` for an empty log."""
         with self._lock:
@@ -298,16 +406,7 @@ class AuditLog:
 
     def append_many(self, entries: list[dict]) -> list[dict]:
         """Append several entries (dicts with :meth:`append`'s arguments) with one fsync."""
-        prepared = []
-        for e in entries:
-            kind = e["kind"]
-            if kind not in KINDS:
-                raise AuditError(f"unknown audit kind {kind!r}; known: {sorted(KINDS)}")
-            data = e.get("data")
-            payload = _json_safe(msgspec.to_builtins(data if data is not None else {}))
-            ts = e.get("time")
-            prepared.append((kind, payload, e.get("model"), e.get("actor"), e.get("ref"),
-                             _time.time() if ts is None else ts))
+        prepared = prepare_entries(entries)
         if not prepared:
             return []
         with self._lock, self._flocked():
@@ -325,20 +424,7 @@ class AuditLog:
         self, kind: str, data: Any, model: str | None, actor: str | None, ref: str | None, ts: float,
         sync: bool = True,
     ) -> dict:
-        entry: dict[str, Any] = {
-            "seq": self._seq + 1,
-            "time": _iso(ts),
-            "kind": kind,
-            "data": data,
-            "prev_hash": self._hash,
-        }
-        if model is not None:
-            entry["model"] = model
-        if actor is not None:
-            entry["actor"] = actor
-        if ref is not None:
-            entry["ref"] = ref
-        entry["hash"] = entry_hash(entry)
+        entry = make_entry(self._seq + 1, self._hash, kind, data, model, actor, ref, ts)
         line = canonical(entry) + b"\n"
         self._fh.seek(0, os.SEEK_END)
         self._fh.write(line)
@@ -392,29 +478,9 @@ def verify(path: str | Path, expect_head: tuple[int, str] | None = None) -> Veri
 
         if not raw.endswith(b"\n"):
             return bad("last line has no newline (torn or truncated write)")
-        body = raw[:-1]
-        try:
-            entry = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            return bad(f"not valid JSON: {exc}")
-        if not isinstance(entry, dict):
-            return bad("entry is not a JSON object")
-        missing = {"seq", "time", "kind", "data", "prev_hash", "hash"} - entry.keys()
-        if missing:
-            return bad(f"missing fields {sorted(missing)}")
-        if entry["seq"] != count:
-            return bad(f"seq is {entry['seq']!r}, expected {count} (entry deleted, inserted or moved)")
-        if entry["prev_hash"] != prev_hash:
-            return bad("prev_hash does not match the previous entry's hash (entry deleted, inserted or moved)")
-        try:
-            recomputed = entry_hash(entry)
-            canon = canonical(entry)
-        except ValueError as exc:
-            return bad(f"entry cannot be canonicalised: {exc}")
-        if recomputed != entry["hash"]:
-            return bad("hash does not match the entry's content (entry edited)")
-        if canon != body:
-            return bad("line is not in canonical form (entry edited)")
+        entry, reason = check_record(raw[:-1], count, prev_hash)
+        if reason is not None:
+            return bad(reason)
         prev_hash = entry["hash"]
         last_seq = entry["seq"]
         count += 1
@@ -457,19 +523,8 @@ def export(
             entry = json.loads(raw)
         except ValueError:
             continue  # reported by the verification result included below
-        if not isinstance(entry, dict):
-            continue
-        if entry.get("model") != model and entry.get("kind") not in _GLOBAL_KINDS:
-            continue
-        try:
-            ts = _entry_time(entry)
-        except (KeyError, ValueError):
-            continue
-        if since_ts is not None and ts < since_ts:
-            continue
-        if until_ts is not None and ts >= until_ts:
-            continue
-        entries.append(entry)
+        if select_for_export(entry, model, since_ts, until_ts):
+            entries.append(entry)
     return {
         "kind": "driftline.audit_export",
         "version": 1,
@@ -485,34 +540,78 @@ def export(
 # ---------------------------------------------------------------- CLI
 
 
-def _log_path(ns: argparse.Namespace) -> Path:
-    if getattr(ns, "path", None):
-        return Path(ns.path)
-    config = getattr(ns, "config", None)
-    if config:
-        from monitor import config as config_mod  # lazy: the CLI must not load it for --path
-        from monitor.errors import ConfigError
+def _load_config(path: str) -> Any:
+    from monitor import config as config_mod  # lazy: the CLI must not load it for --path
+    from monitor.errors import ConfigError
 
-        try:
-            cfg = config_mod.load_config(config)
-        except ConfigError as exc:
-            raise SystemExit(f"error: {exc}") from None
-        return Path(cfg.audit.path)
-    raise SystemExit("error: give --path (the audit log file) or --config (to read audit.path)")
+    try:
+        return config_mod.load_config(path)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+@dataclass(frozen=True)
+class _TopicSource:
+    topic: str
+    settings: dict
+    read_timeout_seconds: float
+
+
+def _log_source(ns: argparse.Namespace) -> Path | _TopicSource:
+    """The file (``--path``, or the config's ``audit.path``) or the Kafka topic (``--topic``,
+    or the config's ``audit.topic`` when set) that ``audit verify``/``export`` read."""
+    path, config = getattr(ns, "path", None), getattr(ns, "config", None)
+    topic, servers = getattr(ns, "topic", None), getattr(ns, "bootstrap_servers", None)
+    if path and (topic or servers):
+        raise SystemExit(
+            "error: --path reads a file, --topic/--bootstrap-servers read a Kafka topic: give one"
+        )
+    if path:
+        return Path(path)
+    cfg = _load_config(config) if config else None
+    if not topic and cfg is not None:
+        topic = cfg.audit.topic or None
+    if not topic:
+        if servers:
+            raise SystemExit("error: --bootstrap-servers needs --topic (the Kafka audit topic)")
+        if cfg is not None:
+            return Path(cfg.audit.path)
+        raise SystemExit(
+            "error: give --path (the audit log file), --topic with --bootstrap-servers (the Kafka "
+            "audit topic) or --config (its [audit] path, or topic when set)"
+        )
+    settings: dict[str, Any] = {}
+    if cfg is not None:
+        from monitor.app import kafka_security  # lazy: only the topic mode needs Kafka
+
+        settings.update(kafka_security(cfg.kafka), client_id=cfg.kafka.client_id,
+                        bootstrap_servers=list(cfg.kafka.bootstrap_servers))
+    if servers:
+        settings["bootstrap_servers"] = [s.strip() for s in servers.split(",") if s.strip()]
+    if not settings.get("bootstrap_servers"):
+        raise SystemExit(
+            f"error: reading the audit topic {topic!r} needs --bootstrap-servers HOST:PORT "
+            "(or kafka.bootstrap_servers in the config)"
+        )
+    timeout = cfg.audit.read_timeout_seconds if cfg is not None else 30.0
+    return _TopicSource(topic, settings, timeout)
 
 
 def _parser(prog: str, export_cmd: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--path", help="audit log file (JSON Lines)")
-    src.add_argument("--config", help="config.toml; the log is its audit.path")
+    src.add_argument("--config", help="config.toml; the log is its audit.topic if set, else audit.path")
+    p.add_argument("--topic", help="Kafka audit topic (instead of a file)")
+    p.add_argument("--bootstrap-servers", help="HOST:PORT[,HOST:PORT] of the broker holding --topic")
     if export_cmd:
         p.add_argument("--model", required=True, help="model name")
         p.add_argument("--since", help="ISO 8601 date or date-time (UTC if no zone)")
         p.add_argument("--until", help="ISO 8601 date or date-time, exclusive")
         p.add_argument("-o", "--output", "--out", dest="output", default="-", help="output file (default: stdout)")
     else:
-        p.add_argument("--expect-head", help="SEQ:HASH the log must still contain")
+        p.add_argument("--expect-head", action="append",
+                       help="SEQ:HASH the log must still contain; with a topic CHAIN=SEQ:HASH, repeatable")
         p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
@@ -526,15 +625,24 @@ def _namespace(args: Any, prog: str, export_cmd: bool) -> argparse.Namespace:
 def main_verify(args: argparse.Namespace | list[str] | None = None) -> int:
     """`driftline audit verify`: exit 0 when the chain is intact, 1 otherwise."""
     ns = _namespace(args, "driftline audit verify", export_cmd=False)
+    source = _log_source(ns)
+    if isinstance(source, _TopicSource):
+        from monitor.audit_topic import main_verify_topic  # lazy: kafka only for a topic
+
+        return main_verify_topic(ns, source.topic, source.settings, source.read_timeout_seconds)
     head = None
-    if getattr(ns, "expect_head", None):
-        seq, _, h = ns.expect_head.partition(":")
+    given = getattr(ns, "expect_head", None)
+    if isinstance(given, list):
+        if len(given) > 1:
+            raise SystemExit("error: a file log has one chain: give --expect-head once")
+        given = given[0] if given else None
+    if given:
+        seq, _, h = given.partition(":")
         try:
             head = (int(seq), h)
         except ValueError:
-            raise SystemExit(f"error: --expect-head must be SEQ:HASH, got {ns.expect_head!r}") from None
-    path = _log_path(ns)
-    res = verify(path, expect_head=head)
+            raise SystemExit(f"error: --expect-head must be SEQ:HASH, got {given!r}") from None
+    res = verify(source, expect_head=head)
     if getattr(ns, "json", False):
         print(json.dumps(asdict(res)))
     elif res.ok:
@@ -550,8 +658,13 @@ def main_export(args: argparse.Namespace | list[str] | None = None) -> int:
     ns = _namespace(args, "driftline audit export", export_cmd=True)
     if not getattr(ns, "model", None):
         raise SystemExit("error: audit export needs --model NAME (the model whose evidence to export)")
+    source = _log_source(ns)
+    if isinstance(source, _TopicSource):
+        from monitor.audit_topic import main_export_topic  # lazy: kafka only for a topic
+
+        return main_export_topic(ns, source.topic, source.settings, source.read_timeout_seconds)
     try:
-        doc = export(_log_path(ns), ns.model, since=ns.since, until=getattr(ns, "until", None))
+        doc = export(source, ns.model, since=ns.since, until=getattr(ns, "until", None))
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

@@ -94,12 +94,29 @@ def _setup_reference_build(p: argparse.ArgumentParser) -> None:
 def _audit_source(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--path", default=None, help="audit log file (JSON lines)")
-    src.add_argument("--config", "-c", default=None, help="config file; the log is its audit.path")
+    src.add_argument(
+        "--config",
+        "-c",
+        default=None,
+        help="config file; the log is its audit.topic when set, else its audit.path",
+    )
+    p.add_argument("--topic", default=None, help="Kafka audit topic (instead of a file)")
+    p.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        metavar="HOST:PORT[,...]",
+        help="broker of --topic (default: the config's kafka.bootstrap_servers)",
+    )
 
 
 def _setup_audit_verify(p: argparse.ArgumentParser) -> None:
     _audit_source(p)
-    p.add_argument("--expect-head", default=None, help="SEQ:HASH the log must still contain")
+    p.add_argument(
+        "--expect-head",
+        action="append",
+        default=None,
+        help="SEQ:HASH the log must still contain; for a topic CHAIN=SEQ:HASH, repeatable",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

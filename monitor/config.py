@@ -457,7 +457,13 @@ class ServingConfig(_Section):
 
 
 class AuditConfig(_Section):
+    """The audit trail: a JSON Lines file (``topic = ""``) or a Kafka topic (monitor.audit_topic)."""
+
     path: str = "./state/audit.jsonl"
+    topic: str = ""
+    partitions: int = 1
+    replication_factor: int = -1  # -1: the broker's default.replication.factor
+    read_timeout_seconds: float = 30.0
 
 
 class ReportsConfig(_Section):
@@ -1520,8 +1526,24 @@ def _check_triggers(c: _Check) -> None:
     c.non_negative("cooldown_seconds", "min_new_labels")
 
 
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
 def _check_audit(c: _Check) -> None:
     c.non_empty("path")
+    topic = c.kw.get("topic")
+    if topic and (not _TOPIC_NAME.fullmatch(topic) or topic in (".", "..")):
+        c.error(
+            "topic",
+            f"{_show(topic)} is not a Kafka topic name (1-249 of the characters a-z A-Z 0-9 . _ -)",
+        )
+    c.positive("partitions", "read_timeout_seconds")
+    rf = c.kw.get("replication_factor")
+    if rf is not None and rf != -1 and rf < 1:
+        c.error(
+            "replication_factor",
+            f"must be -1 (the broker's default.replication.factor) or at least 1, got {rf}",
+        )
 
 
 def _check_reports(c: _Check) -> None:

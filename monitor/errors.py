@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["DriftlineError", "ConfigError", "DecodeError", "StateError", "DeliveryError"]
+__all__ = [
+    "DriftlineError",
+    "ConfigError",
+    "DecodeError",
+    "StateError",
+    "DeliveryError",
+    "AuditTopicError",
+]
 
 
 class DriftlineError(Exception):
@@ -82,3 +89,8 @@ class StateError(DriftlineError):
 
 class DeliveryError(DriftlineError):
     """A sink or trigger could not deliver; the outbox keeps the item and retries."""
+
+
+class AuditTopicError(DriftlineError):
+    """The Kafka audit topic is misconfigured, unreachable, not permitted (the message names
+    the topic, the config or the ACL needed) or holds a bad chain head (partition/offset)."""
