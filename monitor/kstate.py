@@ -6,12 +6,13 @@ What one process runs, beside the App's input consumer (group ``kafka.group_id``
 - **Stage 1** (the App's pipeline, per input partition): sealed partial panes are not
   evaluated here; they wait for the checkpoint.
 - **Stage 2** (:class:`~monitor.stage2.ModelStage`): a consumer in group
-  ``<group_id>-models`` on ``<prefix>-panes`` (``read_committed``); a model lives on the
-  one process that owns its panes partition.
-- **Delivery**: a consumer in group ``<group_id>-delivery`` on ``<prefix>-transitions``
-  feeds the local outbox (sinks, retries, idempotency keys) and the oversight tables; its
-  offsets are committed only up to notifications that reached a final state, so a pod that
-  dies with undelivered notifications leaves them to the next owner.
+  ``<group_id>-models`` on ``<prefix>-panes`` and ``<prefix>-transitions``
+  (``read_committed``, range assignment, equal partition counts): a model lives on the one
+  process that owns its panes partition, and that process also delivers the model's
+  notifications, from the same partition of the transitions topic into the local outbox
+  (sinks, retries, idempotency keys). The delivery offset moves only past notifications
+  that reached a final state, in the next checkpoint's transaction, so a pod that dies with
+  undelivered notifications leaves them to the next owner.
 
 **The checkpoint is one Kafka transaction** (:meth:`KafkaState.checkpoint`): the stage-1
 snapshots of the input partitions that moved, their sealed panes and progress for stage 2,
@@ -43,6 +44,7 @@ from typing import Any
 
 import msgspec
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.structs import OffsetAndMetadata
 
 from monitor.changelog import (
@@ -101,7 +103,6 @@ class KafkaState:
         self.n_sources = 0
         self.producer: KafkaProducer | None = None
         self.models_consumer: KafkaConsumer | None = None
-        self.delivery_consumer: KafkaConsumer | None = None
         self.partition_writer: SnapshotWriter | None = None
         self.model_writer: SnapshotWriter | None = None
         self.transactional_id = f"{self.topics.prefix}-{socket.gethostname()}-{os.getpid()}"
@@ -119,6 +120,7 @@ class KafkaState:
         # delivery: per transitions partition, (next offset, highest outbox row id it made)
         self._delivery_marks: dict[int, list[tuple[int, int]]] = defaultdict(list)
         self._delivery_committed: dict[int, int] = {}
+        self._delivered_through: dict[int, int] = {}
         self.fenced = False
 
     # -- start-up ------------------------------------------------------------------------------
@@ -152,14 +154,13 @@ class KafkaState:
         self.models_consumer = KafkaConsumer(**{**base, "group_id": f"{cfg.kafka.group_id}-models",
                                                 "isolation_level": "read_committed",
                                                 "auto_offset_reset": "earliest", "enable_auto_commit": False,
-                                                "max_partition_fetch_bytes": 8 * 1048576})
-        self.models_consumer.subscribe([self.topics.panes], listener=_Listener(self._models_assigned,
-                                                                                self._models_revoked))
-        self.delivery_consumer = KafkaConsumer(**{**base, "group_id": f"{cfg.kafka.group_id}-delivery",
-                                                  "isolation_level": "read_committed",
-                                                  "auto_offset_reset": "earliest", "enable_auto_commit": False})
-        self.delivery_consumer.subscribe([self.topics.transitions], listener=_Listener(self._delivery_assigned,
-                                                                                       self._delivery_revoked))
+                                                "max_partition_fetch_bytes": 8 * 1048576,
+                                                "partition_assignment_strategy": [RangePartitionAssignor]})
+        # one group for a model's panes and its transitions: the range assignor gives one
+        # member the same partition of both (equal partition counts), so the model's owner
+        # also delivers its notifications, and one transaction commits both offsets
+        self.models_consumer.subscribe([self.topics.panes, self.topics.transitions],
+                                       listener=_Listener(self._models_assigned, self._models_revoked))
 
     def restoring(self) -> bool:
         return bool(self._inputs_to_restore or self._models_to_restore)
@@ -254,13 +255,22 @@ class KafkaState:
 
     # -- stage 2: models -----------------------------------------------------------------------------
     def _models_assigned(self, tps) -> None:
-        self._models_to_restore |= {tp.partition for tp in tps}
-        if tps:
-            self.models_consumer.pause(*tps)  # read only once the models are restored
+        panes = [tp for tp in tps if tp.topic == self.topics.panes]
+        self._models_to_restore |= {tp.partition for tp in panes}
+        if panes:
+            self.models_consumer.pause(*panes)  # read only once the models are restored
+        delivery = sorted(tp.partition for tp in tps if tp.topic == self.topics.transitions)
+        if delivery:
+            log.info("delivering the notifications of transitions partitions %s", delivery)
 
     def _models_revoked(self, tps) -> None:
         for tp in tps:
             part = tp.partition
+            if tp.topic == self.topics.transitions:
+                self._delivery_marks.pop(part, None)
+                self._delivery_committed.pop(part, None)
+                self._delivered_through.pop(part, None)
+                continue
             self._models_to_restore.discard(part)
             self.owned_panes.discard(part)
             self.panes_positions.pop(part, None)
@@ -316,8 +326,8 @@ class KafkaState:
         records = _poll_member(c, 500)
         self._restore_models()  # assignments happen inside poll()
         for tp, recs in records.items():
-            if tp.partition not in self.owned_panes:
-                continue  # arrived before a revoke in the same poll
+            if tp.topic != self.topics.panes or tp.partition not in self.owned_panes:
+                continue  # transitions (below), or arrived before a revoke in the same poll
             for r in recs:
                 self.stage.accept(r.value, f"{tp.topic}[{tp.partition}]@{r.offset}")
         # the consumer's position, not the last record + 1: it also steps over the
@@ -328,7 +338,7 @@ class KafkaState:
             if pos is not None and pos.offset is not None and not c._subscription.assignment[tp].paused:
                 self.panes_positions[part] = pos.offset
         out = self.stage.advance() if records else Output()
-        self._deliver()
+        self._deliver({tp: recs for tp, recs in records.items() if tp.topic == self.topics.transitions})
         return out
 
     # -- the checkpoint transaction --------------------------------------------------------------
@@ -400,8 +410,11 @@ class KafkaState:
                 if part in self.owned_panes and self._panes_written.get(part) != off:
                     self.model_writer.write(f"panes-offset/{part}", part, _pack.encode(off), ckpt, {})
                     panes_offsets[TopicPartition(self.topics.panes, part)] = OffsetAndMetadata(off, "", -1)
-            if panes_offsets:
-                self.producer.send_offsets_to_transaction(panes_offsets, self.models_consumer.group_metadata())
+            self._advance_delivered()
+            delivered = self._delivery_offsets()
+            if panes_offsets or delivered:
+                self.producer.send_offsets_to_transaction({**panes_offsets, **delivered},
+                                                          self.models_consumer.group_metadata())
             self.producer.commit_transaction()
         except Exception as exc:
             self.fenced = True
@@ -412,6 +425,8 @@ class KafkaState:
                              "state is no longer the committed one: stopping so that a restart restores it from "
                              "the changelog (a zombie whose partitions moved ends here)") from exc
         self.stage.dirty.clear()
+        for tp, om in delivered.items():
+            self._delivery_committed[tp.partition] = om.offset
         self._published.update(published)
         self._written.update(written)
         for part, off in self.panes_positions.items():
@@ -436,17 +451,9 @@ class KafkaState:
         return seconds, out
 
     # -- delivery -------------------------------------------------------------------------------
-    def _delivery_assigned(self, tps) -> None:
-        log.info("delivery of transitions partitions %s", sorted(tp.partition for tp in tps))
-
-    def _delivery_revoked(self, tps) -> None:
-        for tp in tps:
-            self._delivery_marks.pop(tp.partition, None)
-            self._delivery_committed.pop(tp.partition, None)
-
-    def _deliver(self) -> None:
-        c = self.delivery_consumer
-        records = _poll_member(c, 100)
+    def _deliver(self, records: dict) -> None:
+        """Transitions records of the model partitions this process owns -> oversight tables
+        and the local outbox (deduplicated by idempotency key)."""
         app = self.app
         for tp, recs in records.items():
             for r in recs:
@@ -461,44 +468,48 @@ class KafkaState:
                     app._record_outputs(conn, transitions, retrains, float(msg["at"]))
                     top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0]
                 self._delivery_marks[tp.partition].append((r.offset + 1, top))
-                if transitions:
-                    app.deliverer.wake()
+            app.deliverer.wake()
         if records:
             app.oversight.flush_audit()
             app._refresh_alert_gauges()
-        self._commit_delivered()
+        if self._advance_delivered():
+            # commit the delivery progress soon: a pod lost between a send and that commit
+            # leaves its next owner to send again (same idempotency key)
+            app._checkpoint_due.set()
 
-    def _commit_delivered(self) -> None:
-        """Commit delivery offsets up to the records whose notifications all reached a final
-        state (delivered, failed, given up): a pod that dies leaves the rest to the next owner,
-        which sends them with the same idempotency keys."""
-        if not self._delivery_marks:
-            return
+    def _advance_delivered(self) -> bool:
+        """Move each transitions partition's delivered-through offset past the records whose
+        notifications all reached a final state (delivered, failed, given up). True when one
+        moved (the next checkpoint commits it)."""
+        if not any(self._delivery_marks.values()):
+            return False
         row = self.app.store.read().execute("SELECT MIN(id) FROM outbox WHERE status = 'pending'").fetchone()
         first_pending = row[0] if row and row[0] is not None else float("inf")
-        commit = {}
+        moved = False
         for part, marks in self._delivery_marks.items():
             done = [off for off, top in marks if top < first_pending]
             if done:
                 off = max(done)
                 self._delivery_marks[part] = [(o, t) for o, t in marks if o > off]
-                if self._delivery_committed.get(part) != off:
-                    commit[TopicPartition(self.topics.transitions, part)] = OffsetAndMetadata(off, "", -1)
-                    self._delivery_committed[part] = off
-        if commit:
-            try:
-                self.delivery_consumer.commit(commit)
-            except Exception as exc:  # noqa: BLE001 - a rebalance: the next owner re-reads and dedupes by key
-                log.warning("delivery offsets not committed (%s); the next owner re-sends by idempotency key", exc)
+                if self._delivered_through.get(part) != off:
+                    self._delivered_through[part] = off
+                    moved = True
+        return moved
+
+    def _delivery_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        out = {}
+        for part, off in self._delivered_through.items():
+            if self._delivery_committed.get(part) != off:
+                out[TopicPartition(self.topics.transitions, part)] = OffsetAndMetadata(off, "", -1)
+        return out
 
     # -- stop -----------------------------------------------------------------------------------
     def close(self) -> None:
-        for what, c in (("models consumer", self.models_consumer), ("delivery consumer", self.delivery_consumer)):
-            if c is not None:
-                try:
-                    c.close(autocommit=False)
-                except Exception:  # noqa: BLE001
-                    log.exception("closing the %s failed", what)
+        if self.models_consumer is not None:
+            try:
+                self.models_consumer.close(autocommit=False)
+            except Exception:  # noqa: BLE001
+                log.exception("closing the models consumer failed")
         if self.producer is not None:
             try:
                 self.producer.close(timeout=10)

@@ -81,6 +81,12 @@ class ModelStage:
         return m
 
     def release(self, name: str) -> None:
+        """Give a model up (its panes partition moved): what it produced since the last
+        checkpoint is dropped too, or this process would commit windows that the next owner,
+        resuming from that checkpoint, evaluates again."""
+        o = self.out
+        self.out = Output([e for e in o.evaluations if e.model != name], [t for t in o.transitions if t.model != name],
+                          [r for r in o.retrains if r["model"] != name], [j for j in o.reports if j["model"] != name])
         self.runtimes.pop(name, None)
         self.sources.pop(name, None)
         self.n_sources.pop(name, None)
