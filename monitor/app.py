@@ -29,12 +29,13 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from monitor.audit import AuditLog
+from monitor.config import audit_topic
 from monitor.decode import FAILURE_CODES, RecordDecoder
 from monitor.errors import ConfigError, StateError
 from monitor.fetcher import FetchProcess
 from monitor.http import report_link
 from monitor.ingest import ingest
-from monitor.kstate import KafkaState
+from monitor.kstate import KafkaState, instance_id
 from monitor.metrics import Metrics
 from monitor.outbox import Deliverer, Outbox
 from monitor.oversight import Oversight
@@ -110,7 +111,7 @@ class App:
         with self.store.transaction() as conn:
             conn.execute(EVALUATIONS_SCHEMA.strip().rstrip(";"))
         audit_path = config.audit.path if state_dir is None else str(Path(state_dir) / "audit.jsonl")
-        self.audit = AuditLog(audit_path)
+        self.audit = self._topic_audit() if audit_topic(config) else AuditLog(audit_path)
         self.audit.config_loaded(config, config_source)
         self.oversight = Oversight.from_config(config, self.store, self.audit, self.metrics)
         self.outbox = Outbox(self.store, build_sinks(config, bootstrap_servers=self.bootstrap),
@@ -176,6 +177,18 @@ class App:
         if self.kstate is not None:
             return [self.kstate.stage.runtimes[n] for n in sorted(self.kstate.stage.runtimes)]
         return self.pipeline.models
+
+    def _topic_audit(self):
+        """The audit trail on its Kafka topic: this process appends to its own chain
+        (``instance/<transactional id>``, one writer, so a replica can never fork another's
+        chain); ``driftline audit export --model`` merges the chains by time."""
+        from monitor.audit_topic import TopicAuditLog, ensure_audit_topic
+
+        a = self.config.audit
+        topic = audit_topic(self.config)
+        ensure_audit_topic(self._client_common(), topic, a.partitions, a.replication_factor)
+        return TopicAuditLog.standalone(self._client_common(), topic, f"instance/{instance_id(self.config)}",
+                                        read_timeout_seconds=a.read_timeout_seconds)
 
     def _refresh_alert_gauges(self) -> None:
         for m in self._stage2_models():

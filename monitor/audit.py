@@ -570,7 +570,9 @@ def _log_source(ns: argparse.Namespace) -> Path | _TopicSource:
         return Path(path)
     cfg = _load_config(config) if config else None
     if not topic and cfg is not None:
-        topic = cfg.audit.topic or None
+        from monitor.config import audit_topic
+
+        topic = audit_topic(cfg) or None
     if not topic:
         if servers:
             raise SystemExit("error: --bootstrap-servers needs --topic (the Kafka audit topic)")

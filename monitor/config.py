@@ -1603,6 +1603,20 @@ _HOOKS: dict[type, Callable[[_Check], None]] = {
 # --------------------------------------------------------------------------- public API
 
 
+def internal_topic_prefix(config: Config) -> str:
+    """The prefix of the internal topics of ``state.backend = "kafka"``."""
+    return config.state.topic_prefix or config.kafka.group_id
+
+
+def audit_topic(config: Config) -> str:
+    """The Kafka topic of the audit trail, "" for the file: ``audit.topic``, else with
+    ``state.backend = "kafka"`` ``<prefix>-audit`` (a pod's file would not survive it)."""
+    if config.audit.topic:
+        return config.audit.topic
+    return f"{internal_topic_prefix(config)}-audit" if config.state.backend == "kafka" else ""
+
+
+
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
     """Read and validate a config file; raise :class:`ConfigError` listing every problem."""
     name = os.fspath(path)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -55,6 +56,7 @@ from monitor.changelog import (
     new_checkpoint_id,
     read_snapshots,
 )
+from monitor.config import internal_topic_prefix
 from monitor.errors import StateError
 from monitor.events import decode_alert, encode
 from monitor.pipeline import Output
@@ -71,6 +73,13 @@ OUTPUTS_VERSION = 1
 _STAGE_POLL_SECONDS = 0.05
 _JOIN_POLL_MS = 20
 _IDLE_MEMBER_POLL_SECONDS = 0.5
+
+
+def instance_id(config) -> str:
+    """This process's transactional id and audit chain: ``<prefix>-<hostname>-<pid>``. Stable
+    across restarts of a pod's container (same hostname, pid 1), so a restarted process
+    fences its predecessor's open transaction at once instead of after its timeout."""
+    return f"{internal_topic_prefix(config)}-{socket.gethostname()}-{os.getpid()}"
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -98,14 +107,14 @@ class KafkaState:
         cfg = app.config
         s = cfg.state
         self.settings = s
-        self.topics = InternalTopics(s.topic_prefix or cfg.kafka.group_id)
+        self.topics = InternalTopics(internal_topic_prefix(cfg))
         self.stage = ModelStage(cfg, app.profiles, app.metrics, reports=cfg.reports.enabled)
         self.n_sources = 0
         self.producer: KafkaProducer | None = None
         self.models_consumer: KafkaConsumer | None = None
         self.partition_writer: SnapshotWriter | None = None
         self.model_writer: SnapshotWriter | None = None
-        self.transactional_id = f"{self.topics.prefix}-{socket.gethostname()}-{os.getpid()}"
+        self.transactional_id = instance_id(cfg)
         # input partition numbers assigned and not yet restored; panes partitions likewise
         self._inputs_to_restore: set[int] = set()
         self._models_to_restore: set[int] = set()
@@ -242,15 +251,15 @@ class KafkaState:
         return snap.data, {t: int(o) for t, o in snap.header.get("offsets", {}).items()}, "the changelog"
 
     def _progress(self, model_index: int, p: int) -> tuple[float, bool]:
-        """A source's progress for stage 2. A partition that has had no record yet holds the
-        model back until it has been idle for scheduler.idle_close_seconds since its
-        assignment: its first fetch may still be under way, and panes it then seals must not
+        """A source's progress for stage 2. A partition that has had no prediction yet holds
+        the model back for scheduler.idle_close_seconds after its assignment: its first fetch may still be under way, and panes it then seals must not
         arrive after stage 2 evaluated their windows."""
         pipeline = self.app.pipeline
         sealed, active = pipeline.progress(model_index, p)
-        if p not in pipeline.partitions:
-            idle = pipeline.is_idle(p, self._restored_at.get(p, 0.0), self.app.config.scheduler.idle_close_seconds)
-            return sealed, not idle
+        st = pipeline.partitions.get(p)
+        if st is None or st.pred_max == -math.inf:  # no prediction yet (labels may come first)
+            waited = pipeline.clock() - self._restored_at.get(p, 0.0)
+            return sealed, waited < self.app.config.scheduler.idle_close_seconds
         return sealed, active
 
     # -- stage 2: models -----------------------------------------------------------------------------

@@ -531,12 +531,6 @@ class Pipeline:
             return -math.inf, False
         return st.sealed[model_index], bool(not st.idle and st.pred_max > -math.inf)
 
-    def is_idle(self, p: int, since: float, idle_seconds: float) -> bool:
-        """Whether partition ``p``, assigned at ``since`` (this pipeline's clock), has been
-        without records for ``idle_seconds``."""
-        st = self.partitions.get(p)
-        last = since if st is None else max(since, st.last_activity)
-        return self.clock() - last >= idle_seconds
 
     # -- stage 1 ----------------------------------------------------------------------------
     def add_predictions(self, p: int, batch: PredictionBatch) -> None:

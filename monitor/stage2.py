@@ -16,6 +16,7 @@ does not.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -26,6 +27,8 @@ from monitor.panes import Pane
 from monitor.pipeline import ModelRuntime, Output
 
 __all__ = ["ModelStage", "pane_message", "PANES_VERSION"]
+
+log = logging.getLogger("driftline.stage2")
 
 _pack = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder()
@@ -111,7 +114,12 @@ class ModelStage:
             raise ValueError(f"{where}: panes of model {name!r}, which this process does not own "
                              "(a model renamed or removed while its panes were in flight?)")
         for d in msg["panes"]:
-            m.accept_sealed(Pane.from_dict(m.layout, d))
+            pane = Pane.from_dict(m.layout, d)
+            if m.next_start is not None and pane.start < m.next_start:
+                log.warning("%s: model %s: pane %s of source partition %s came after its window was evaluated "
+                            "(through %s); its %d events count as late", where, name, pane.start, msg["source"],
+                            m.next_start, pane.n_predictions + pane.n_joined)
+            m.accept_sealed(pane)
         self.sources[name][int(msg["source"])] = (float(msg["sealed"]), bool(msg["active"]))
         self.n_sources[name] = max(self.n_sources[name], int(msg["n_sources"]))
         self.dirty.add(name)

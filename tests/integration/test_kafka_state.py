@@ -180,7 +180,9 @@ def _check_against_replay(got: dict, replayed: dict) -> None:
     assert len(ends) >= 10, f"only {len(ends)} windows evaluated"
     # every window replay has up to the last one the monitor reached, and only those
     want = {k for k in replayed if k[1] <= ends[-1]}
-    assert got.keys() == want, (sorted(want - got.keys())[:5], sorted(got.keys() - want)[:5])
+    missing = sorted({k[1] for k in want - got.keys()})
+    assert got.keys() == want, (f"windows missing (some or all metrics): {missing}",
+                                sorted(want - got.keys())[:5], sorted(got.keys() - want)[:5])
     diff = evaluation_differences(replayed, got, keys=want, rel=1e-9)
     assert not diff, diff[:5]
 
@@ -263,6 +265,16 @@ def test_three_replicas_kill9_new_member_scale_down_equal_replay_and_deliver_onc
     ids = receiver.ids()
     assert len(want) >= 2, want
     assert sorted(ids) == want, (sorted(set(ids) ^ set(want))[:5], len(ids), len(want))
+    # the audit trail lives on its topic (one chain per process); every chain verifies and
+    # every delivered transition is in it
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-m", "monitor.cli", "audit", "verify", "--config", str(cfgs[0])],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    audited = {json.loads(r.value)["data"].get("key") for r in _topic_records(bootstrap, f"{group}-audit")
+               if json.loads(r.value)["kind"] == "notification.delivered"}
+    assert set(want) <= audited, sorted(set(want) - audited)[:5]
     print(f"{len(got)} evaluations over {len({k[1] for k in got})} windows equal replay's; "
           f"{len(ids)} alert transitions delivered once each")
 
