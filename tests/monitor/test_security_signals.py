@@ -1,0 +1,227 @@
+"""Security signals at ingress, end to end on seeded streams through ``driftline replay``.
+
+Two days of predictions with a daily traffic cycle (the first day teaches the seasonal
+baseline): a stationary second day fires none of the security rules; a 5x traffic spike
+for an hour fires the traffic rule; a burst of near-duplicate queries (perturbations of
+one point) fires the near-duplicate rule; out-of-support inputs and dead-lettered
+records fire theirs. Pane state keeps no input value.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import orjson
+import pytest
+
+from detectors.count_min import cell_keys, collision_probability
+from monitor.config import SECURITY_METRICS
+from monitor.replay import replay
+from monitor.security import SecurityLayout
+from monitor.synth import Change, ModelSpec
+
+from .conftest import build_case
+
+# config.toml's default security rules
+SECURITY_RULES = """
+[[models.rules]]
+name = "traffic-anomaly"
+metric = "traffic_rate_anomaly"
+warn = 4.0
+alert = 6.0
+min_samples = 1
+for = 2
+
+[[models.rules]]
+name = "near-duplicate-burst"
+metric = "near_duplicate_share"
+warn = 0.05
+alert = 0.1
+min_samples = 200
+for = 2
+
+[[models.rules]]
+name = "out-of-support"
+metric = "out_of_support_share"
+warn = 0.05
+alert = 0.1
+min_samples = 200
+for = 2
+
+[[models.rules]]
+name = "schema-violations"
+metric = "schema_violation_rate"
+warn = 0.01
+alert = 0.05
+min_samples = 200
+for = 2
+"""
+RULES = ("traffic-anomaly", "near-duplicate-burst", "out-of-support", "schema-violations")
+HOURS = 48.0
+DAY2 = 24 * 3600.0
+
+
+def _spec(*changes: Change) -> ModelSpec:
+    return ModelSpec("m", n_numeric=4, n_categorical=2, rate=0.5, sensitive={"sex": ["F", "M"]}, diurnal=0.5,
+                     changes=list(changes))
+
+
+def _run(tmp_path, spec, seed=5, mutate=None, hours=36.0):
+    """Replay ``hours`` of the spec's stream (the first day teaches the traffic baseline)."""
+    config, p, _, start, preds, _ = build_case(tmp_path, spec, hours=hours, seed=seed, rules=SECURITY_RULES,
+                                               pane_seconds=300.0, window_panes=3)
+    if mutate is not None:
+        with open(p, "wb") as f:
+            for line in mutate(preds, start):
+                f.write(line if isinstance(line, bytes) else orjson.dumps(line) + b"\n")
+    buf = io.StringIO()
+    # predictions only: the security signals need no labels, and a labels-only pane after
+    # the last prediction would be (rightly) a traffic drop
+    pipeline = replay(config, p, None, buf)
+    rows = [json.loads(x) for x in buf.getvalue().splitlines()]
+    evals = [r for r in rows if r["type"] == "evaluation"]
+    firing = [r for r in rows if r["type"] == "alert" and r["state"] == "firing"]
+    return start, evals, firing, pipeline
+
+
+@pytest.fixture(scope="module")
+def stationary(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("stationary"), _spec(), hours=HOURS)
+
+
+def test_a_stationary_day_fires_no_security_rule(stationary):
+    start, evals, firing, _ = stationary
+    assert not [a for a in firing if a["rule"] in RULES], [(a["rule"], a["window_end"] - start) for a in firing]
+    traffic = [e for e in evals if e["metric"] == "traffic_rate_anomaly"]
+    # judged only once a slot has a period of history: the whole second day, not the first
+    assert traffic and min(e["window_end"] for e in traffic) > start + DAY2
+    assert len(traffic) >= 0.95 * DAY2 / 300
+    assert np.median([e["value"] for e in traffic]) == 0.0
+    dup = [e["value"] for e in evals if e["metric"] == "near_duplicate_share"]
+    assert max(dup) < 0.05
+    assert {e["metric"] for e in evals} >= set(SECURITY_METRICS)
+
+
+def test_a_5x_traffic_spike_fires_the_traffic_rule_and_only_it(tmp_path, stationary):
+    at = DAY2 + 6 * 3600.0
+    start, evals, firing, _ = _run(tmp_path, _spec(Change("traffic_spike", at, factor=5.0, until=at + 3600.0)))
+    hits = [a for a in firing if a["rule"] == "traffic-anomaly"]
+    assert hits, [(a["rule"], a["window_end"] - start) for a in firing]
+    first = min(a["window_end"] for a in hits) - (start + at)
+    assert 0 < first <= 3 * 300.0, f"fired {first:.0f} s after the spike began"
+    assert hits[0]["details"]["direction"] == "spike" and hits[0]["details"]["ratio"] > 3
+    assert not [a for a in firing if a["rule"] in RULES and a["rule"] != "traffic-anomaly"]
+    # the spike's panes score far above the stationary run's worst
+    calm = max(e["value"] for e in stationary[1] if e["metric"] == "traffic_rate_anomaly"
+               and e["window_end"] < stationary[0] + HOURS * 3600 - 600)
+    inside = [e["value"] for e in evals if e["metric"] == "traffic_rate_anomaly"
+              and start + at + 300 < e["window_end"] <= start + at + 3600]
+    assert min(inside) > max(calm, 6.0)
+
+
+def test_a_traffic_drop_fires_the_traffic_rule(tmp_path):
+    at = DAY2 + 10 * 3600.0
+    start, _, firing, _ = _run(tmp_path, _spec(Change("traffic_spike", at, factor=0.1, until=at + 3600.0)))
+    hits = [a for a in firing if a["rule"] == "traffic-anomaly"]
+    assert hits and hits[0]["details"]["direction"] == "drop"
+    assert 0 < min(a["window_end"] for a in hits) - (start + at) <= 3 * 300.0
+
+
+def test_a_near_duplicate_burst_fires_its_rule(tmp_path):
+    at = DAY2 + 3 * 3600.0
+    # 0.3 probes/s for 30 min on top of ~0.5/s: about a third of each window's queries
+    spec = _spec(Change("probe", at, rate=0.3, until=at + 1800.0, spread=0.005))
+    start, evals, firing, _ = _run(tmp_path, spec)
+    hits = [a for a in firing if a["rule"] == "near-duplicate-burst"]
+    assert hits, [(a["rule"], a["window_end"] - start) for a in firing]
+    assert 0 < min(a["window_end"] for a in hits) - (start + at) <= 4 * 300.0
+    during = [e for e in evals if e["metric"] == "near_duplicate_share"
+              and start + at <= e["window_start"] and e["window_end"] <= start + at + 1800]
+    assert during and min(e["value"] for e in during) > 0.2
+    # the interval from the sketch's error bound holds the value
+    assert all(e["ci_low"] <= e["value"] <= e["ci_high"] for e in during)
+    # (the burst is extra traffic too, which the traffic rule may see; the others stay quiet)
+    assert not [a for a in firing if a["rule"] in ("out-of-support", "schema-violations")]
+
+
+def test_out_of_support_inputs_and_schema_violations_fire_their_rules(tmp_path):
+    at = DAY2 + 2 * 3600.0
+
+    def mutate(preds, start):
+        rng = np.random.default_rng(0)
+        for r in preds:
+            late = r["timestamp"] >= start + at
+            if late and rng.random() < 0.2:
+                r["features"]["num_01"] = 50.0  # far beyond the reference's largest value
+            if late and rng.random() < 0.1:
+                # a known model's record with a feature of the wrong type: dead-lettered
+                yield {**r, "features": {**r["features"], "num_02": "oops"}}
+                continue
+            yield r
+
+    start, evals, firing, _ = _run(tmp_path, _spec(), mutate=mutate)
+    rules = {a["rule"] for a in firing}
+    assert {"out-of-support", "schema-violations"} <= rules, rules
+    sv = [e for e in evals if e["metric"] == "schema_violation_rate" and e["window_start"] > start + at]
+    assert np.median([e["value"] for e in sv]) == pytest.approx(0.1, abs=0.03)
+    assert all(e["ci_low"] <= e["value"] <= e["ci_high"] for e in sv)
+    oos = [e for e in evals if e["metric"] == "out_of_support_share" and e["window_start"] > start + at]
+    # the violating records are not among the predictions: 20% of the 90% left
+    assert np.median([e["value"] for e in oos]) == pytest.approx(0.2, abs=0.05)
+    before = [e["value"] for e in evals if e["metric"] == "out_of_support_share" and e["window_end"] <= start + at]
+    assert max(before) < 0.05
+
+
+def test_out_of_support_share_equals_a_direct_numpy_count(tmp_path):
+    start, evals, _, pipeline = _run(tmp_path, _spec())
+    m = pipeline.by_name["m"]
+    sec = m.layout.security
+    prof = m.profile
+    with open(tmp_path / "predictions.jsonl", "rb") as f:
+        preds = [json.loads(x) for x in f]
+    last = max(e["window_end"] for e in evals if e["metric"] == "out_of_support_share")
+    ws = last - 3 * 300.0
+    rows = [r for r in preds if ws <= r["timestamp"] < last]
+    X = np.array([[r["features"][f] for f in m.layout.numeric] for r in rows], dtype=float)
+    lo = np.array([prof.numeric[f].low for f in m.layout.numeric])
+    hi = np.array([prof.numeric[f].high for f in m.layout.numeric])
+    vocab = [set(prof.categorical[c].categories) for c in m.layout.categorical]
+    unseen = np.array([[r["features"][c] not in v for c, v in zip(m.layout.categorical, vocab, strict=True)]
+                       for r in rows])
+    want = ((lo > X) | (hi < X)).any(axis=1) | unseen.any(axis=1)
+    got = next(e for e in evals if e["metric"] == "out_of_support_share" and e["window_end"] == last)
+    assert got["n"] == len(rows)
+    assert got["value"] == pytest.approx(want.mean(), abs=1e-12)
+    # the reference's collision level is the exact one of its sample rows on the same grid
+    Xs = np.array([prof.sample[f] for f in m.layout.numeric], dtype=float).T
+    assert sec.baseline_collision == pytest.approx(collision_probability(
+        cell_keys(Xs, sec.resolution, np.array([[list(prof.categorical[c].categories).index(v)
+                                                 for c, v in zip(m.layout.categorical, row, strict=True)]
+                                                for row in zip(*[prof.sample[c] for c in m.layout.categorical],
+                                                               strict=True)]),
+                  origin=sec.origin)))
+    assert isinstance(sec, SecurityLayout)
+
+
+def test_pane_state_holds_no_input_value(stationary):
+    _, _, _, pipeline = stationary
+    m = pipeline.by_name["m"]
+    blob = m.window.to_dict()
+    text = json.dumps(blob["extras"]["dups"]) + json.dumps({k: blob[k] for k in ("n_outside", "n_invalid")})
+    # the sketch is counters and their indices: no float (feature values are floats)
+    assert "." not in text
+    d = blob["extras"]["dups"]
+    assert set(d) == {"kind", "version", "width", "depth", "seed", "n", "index", "count"}
+
+
+def test_traffic_baseline_survives_a_checkpoint(stationary):
+    _, _, _, pipeline = stationary
+    m = pipeline.by_name["m"]
+    before = m.evaluator.traffic.to_dict()
+    m2 = type(m)(m.cfg, 0, m.profile)
+    m2.restore(m.to_bytes())
+    assert m2.evaluator.traffic.to_dict() == before
+    assert math.isfinite(before["s1"][0])
