@@ -28,6 +28,7 @@ import orjson
 
 from monitor.sinks.render import SLICE_RATE
 from monitor.synth import (
+    SECURITY_RULES,
     Change,
     ModelSpec,
     config_models_toml,
@@ -125,9 +126,11 @@ def demo_config_text(ref_dir: Path, state_dir: Path, http_port: int, bootstrap: 
     ]
     text = "\n".join(parts) + "\n"
     for spec in demo_specs():
-        rules = default_rules(acc_warn=0.68, acc_alert=0.62) + EXTRA_RULES + BEYOND_RULES
+        rules = default_rules(acc_warn=0.68, acc_alert=0.62) + EXTRA_RULES + BEYOND_RULES + SECURITY_RULES
         text += config_models_toml(spec, reference=(ref_dir / f"{spec.name}.json").as_posix(),
                                    rules=rules + (ATTRIBUTION_RULES if spec.attributions else ""),
+                                   # a 30-minute traffic season: the baseline is judged within the demo
+                                   tables={"security": {"period_seconds": 1800.0, "slot_seconds": 300.0}},
                                    pane_seconds=60.0, window_panes=10, allowed_lateness_seconds=30.0,
                                    high_risk=spec.name == "credit-risk")
     return text

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ModelSpec", "Change", "generate", "reference_frame", "reference_profile", "config_models_toml",
-           "default_rules"]
+           "default_rules", "SECURITY_RULES"]
 
 # config.toml's example rules (drift, accuracy, selection-rate parity); the accuracy
 # levels depend on the synthetic model's reference accuracy, so they are parameters.
@@ -60,6 +60,42 @@ alert = 0.2
 min_samples = 500
 for = 2
 severity = "critical"
+"""
+
+
+#: config.toml's default security rules (thresholds as documented there).
+SECURITY_RULES = """
+[[models.rules]]
+name = "traffic-anomaly"
+metric = "traffic_rate_anomaly"
+warn = 4.0
+alert = 6.0
+min_samples = 1
+for = 2
+
+[[models.rules]]
+name = "near-duplicate-burst"
+metric = "near_duplicate_share"
+warn = 0.05
+alert = 0.1
+min_samples = 200
+for = 2
+
+[[models.rules]]
+name = "out-of-support"
+metric = "out_of_support_share"
+warn = 0.05
+alert = 0.1
+min_samples = 200
+for = 2
+
+[[models.rules]]
+name = "schema-violations"
+metric = "schema_violation_rate"
+warn = 0.01
+alert = 0.05
+min_samples = 200
+for = 2
 """
 
 

@@ -17,7 +17,7 @@ from monitor.ingest import ingest
 from monitor.panes import Pane
 from monitor.pipeline import Pipeline
 from monitor.security import TrafficWatch
-from monitor.synth import ModelSpec, config_models_toml, generate, reference_profile
+from monitor.synth import SECURITY_RULES, ModelSpec, config_models_toml, generate, reference_profile
 
 from .test_config_beyond import EXAMPLE, assert_error, model, rule
 
@@ -77,6 +77,9 @@ def test_example_documents_the_security_defaults():
     rules = {r.metric: r for r in m.rules}
     assert set(SECURITY_METRICS) <= set(rules), "config.toml has a default rule per security metric"
     assert all(rules[x].scope == "model" and rules[x].direction == "above" for x in SECURITY_METRICS)
+    # the tests and the demo run the documented defaults
+    synth = {r.metric: r for r in load_config_text(model(rules=SECURITY_RULES), env={}).model("m").rules}
+    assert {x: synth[x] for x in SECURITY_METRICS} == {x: rules[x] for x in SECURITY_METRICS}
 
 
 @pytest.mark.parametrize(

@@ -12,53 +12,23 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
 
 from detectors.count_min import cell_keys, collision_probability
 from monitor.config import SECURITY_METRICS
+from monitor.events import AlertEvent
 from monitor.replay import replay
 from monitor.security import SecurityLayout
-from monitor.synth import Change, ModelSpec
+from monitor.sinks.render import statement
+from monitor.synth import SECURITY_RULES, Change, ModelSpec
 
 from .conftest import build_case
 
-# config.toml's default security rules
-SECURITY_RULES = """
-[[models.rules]]
-name = "traffic-anomaly"
-metric = "traffic_rate_anomaly"
-warn = 4.0
-alert = 6.0
-min_samples = 1
-for = 2
-
-[[models.rules]]
-name = "near-duplicate-burst"
-metric = "near_duplicate_share"
-warn = 0.05
-alert = 0.1
-min_samples = 200
-for = 2
-
-[[models.rules]]
-name = "out-of-support"
-metric = "out_of_support_share"
-warn = 0.05
-alert = 0.1
-min_samples = 200
-for = 2
-
-[[models.rules]]
-name = "schema-violations"
-metric = "schema_violation_rate"
-warn = 0.01
-alert = 0.05
-min_samples = 200
-for = 2
-"""
 RULES = ("traffic-anomaly", "near-duplicate-burst", "out-of-support", "schema-violations")
 HOURS = 48.0
 DAY2 = 24 * 3600.0
@@ -113,6 +83,10 @@ def test_a_5x_traffic_spike_fires_the_traffic_rule_and_only_it(tmp_path, station
     first = min(a["window_end"] for a in hits) - (start + at)
     assert 0 < first <= 3 * 300.0, f"fired {first:.0f} s after the spike began"
     assert hits[0]["details"]["direction"] == "spike" and hits[0]["details"]["ratio"] > 3
+    # notifications say what the pane saw against what was expected
+    ev = msgspec.convert({k: v for k, v in hits[0].items() if k not in ("type", "key")}, AlertEvent)
+    assert re.search(r"traffic_rate_anomaly = [\d.e+]+ vs threshold 6 \(p = .*\) \(\d+ events vs [\d.]+ "
+                     r"expected: spike x[\d.]+\) on model", statement(ev)), statement(ev)
     assert not [a for a in firing if a["rule"] in RULES and a["rule"] != "traffic-anomaly"]
     # the spike's panes score far above the stationary run's worst
     calm = max(e["value"] for e in stationary[1] if e["metric"] == "traffic_rate_anomaly"
