@@ -34,7 +34,8 @@ import numpy as np
 
 from detectors._serde import check_state
 
-__all__ = ["CountMinSketch", "NearDuplicateResult", "cell_keys", "collision_probability", "near_duplicate_share"]
+__all__ = ["CellGrid", "CountMinSketch", "NearDuplicateResult", "cell_keys", "collision_probability",
+           "near_duplicate_share"]
 
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -80,6 +81,87 @@ def cell_keys(numeric: np.ndarray, resolution: np.ndarray, codes: np.ndarray | N
     for col in cols:
         h = _fmix(h ^ col.astype(np.uint64) * _GOLD)
     return h
+
+
+class CellGrid:
+    """Where near-duplicates meet: standardise, project, round, hash.
+
+    With more numeric features than ``n_directions``, inputs standardised by the reference
+    (``origin``, ``scale``; a missing value at the mean, its position hashed apart) are
+    projected on ``n_directions`` seeded random unit directions and rounded there, as
+    E2LSH does (Datar et al. 2004): a perturbation of spread ``e`` moves each projection by
+    about ``e`` whatever the number of features, so a burst splits over few cells, while
+    far-apart inputs rarely meet in every direction. With fewer features the standardised
+    features are rounded themselves. ``resolution`` is the cell per rounded coordinate in
+    standard deviations of the reference's projection (``projection_scale``).
+    """
+
+    kind = "cell_grid"
+    version = 1
+
+    def __init__(self, origin: np.ndarray, scale: np.ndarray, resolution: float = 0.1, n_directions: int = 4,
+                 seed: int = 0, projection_scale: np.ndarray | None = None):
+        self.origin = np.asarray(origin, dtype=np.float64)
+        d = self.origin.size
+        sc = np.asarray(scale, dtype=np.float64)
+        if sc.shape != (d,):
+            raise ValueError(f"scale must have {d} values (one per feature), got {sc.size}")
+        self.scale = np.where(sc > 0, sc, 1.0)  # a constant feature: its own unit
+        if not resolution > 0:
+            raise ValueError(f"resolution must be > 0, got {resolution}")
+        if n_directions < 0:
+            raise ValueError(f"n_directions must be >= 0 (0: no projection), got {n_directions}")
+        self.resolution = float(resolution)
+        self.n_directions = int(n_directions)
+        self.seed = int(seed)
+        self.projects = 0 < self.n_directions < d
+        if self.projects:
+            a = np.random.default_rng(self.seed).standard_normal((d, self.n_directions))
+            self.directions = a / np.linalg.norm(a, axis=0)
+        else:
+            self.directions = None
+        k = self.n_directions if self.projects else d
+        ps = np.ones(k) if projection_scale is None else np.asarray(projection_scale, dtype=np.float64)
+        if ps.shape != (k,):
+            raise ValueError(f"projection_scale must have {k} values, got {ps.size}")
+        self.projection_scale = np.where(ps > 0, ps, 1.0)
+
+    def coordinates(self, numeric: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(coordinates to round, packed missing-value pattern or None)."""
+        z = (np.asarray(numeric, dtype=np.float64) - self.origin) / self.scale
+        if not self.projects:
+            return z, None  # cell_keys gives NaN a cell of its own
+        miss = np.isnan(z)
+        return np.where(miss, 0.0, z) @ self.directions, np.packbits(miss, axis=1)
+
+    def fit_scale(self, reference: np.ndarray) -> CellGrid:
+        """Set ``projection_scale`` to the standard deviation of reference rows' coordinates."""
+        c, _ = self.coordinates(reference)
+        if c.shape[0] >= 2:
+            with np.errstate(invalid="ignore"):
+                sd = np.nanstd(c, axis=0, ddof=1)
+            self.projection_scale = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
+        return self
+
+    def keys(self, numeric: np.ndarray, codes: np.ndarray | None = None) -> np.ndarray:
+        """The 64-bit cell of each row (``codes``: integer columns hashed as they are)."""
+        c, miss = self.coordinates(numeric)
+        n = c.shape[0]
+        extra = [] if codes is None else [np.asarray(codes, dtype=np.int64).reshape(n, -1)]
+        if miss is not None:
+            extra.append(miss.astype(np.int64))
+        allc = np.column_stack(extra) if extra else None
+        return cell_keys(c, self.resolution * self.projection_scale, allc)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "version": self.version, "origin": self.origin.tolist(),
+                "scale": self.scale.tolist(), "resolution": self.resolution, "n_directions": self.n_directions,
+                "seed": self.seed, "projection_scale": self.projection_scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CellGrid:
+        check_state(d, cls.kind)
+        return cls(d["origin"], d["scale"], d["resolution"], d["n_directions"], d["seed"], d["projection_scale"])
 
 
 def collision_probability(keys: np.ndarray) -> float:

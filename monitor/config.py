@@ -299,7 +299,8 @@ class SecurityConfig(_Section):
     query bursts, schema violations. Counts and hashes only, never raw inputs."""
 
     enabled: bool = True
-    resolution: float = 0.1  # near-duplicate grid cell, as a fraction of each feature's reference std
+    resolution: float = 0.1  # near-duplicate grid cell, in reference standard deviations
+    projections: int = 4  # random directions inputs are rounded on (fewer features: the features); 0 = none
     width: int = 1024  # count-min counters per row (a power of two)
     depth: int = 4  # count-min rows
     period_seconds: float = 86400.0  # traffic seasonality: 86400 = hour of day, 604800 = hour of week
@@ -1259,6 +1260,7 @@ def _check_security(c: _Check) -> None:
     v = kw.get("resolution")
     if v is not None and not v > 0:
         c.error("resolution", f"must be > 0 (a fraction of each feature's reference std), got {_show(v)}")
+    c.non_negative("projections")
     w = kw.get("width")
     if w is not None and (w < 2 or w & (w - 1)):
         c.error("width", f"must be a power of two >= 2, got {_show(w)}")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from detectors.count_min import (
+    CellGrid,
     CountMinSketch,
-    cell_keys,
     collision_probability,
     near_duplicate_share,
 )
@@ -39,15 +39,14 @@ class SecurityLayout:
 
     low: np.ndarray  # numeric support per feature (NaN: unknown, never out of support)
     high: np.ndarray
-    resolution: np.ndarray  # near-duplicate grid cell per numeric feature
-    origin: np.ndarray
+    grid: CellGrid  # where near-duplicate inputs meet
     width: int
     depth: int
-    baseline_collision: float  # the reference rows' own cell-collision probability
+    baseline_collision: float = 0.0  # the reference rows' own cell-collision probability
 
     @classmethod
     def build(cls, cfg, profile: ReferenceProfile, numeric: list[str], categorical: list[str]) -> SecurityLayout:
-        """From ``[models.security]`` (``cfg``) and the profile's numeric supports and spreads."""
+        """From ``[models.security]`` (``cfg``) and the profile's numeric supports, spreads and sample."""
         low = np.array([profile.numeric[n].low for n in numeric], dtype=np.float64)
         high = np.array([profile.numeric[n].high for n in numeric], dtype=np.float64)
         if numeric and np.isnan(low).any():
@@ -55,27 +54,15 @@ class SecurityLayout:
                         "out_of_support_share counts only their categories; rebuild it to count them",
                         [n for n, v in zip(numeric, low, strict=True) if math.isnan(v)])
         std = np.array([math.sqrt(max(float(profile.numeric[n].moments.variance[0]), 0.0)) for n in numeric])
-        # a constant feature has no spread: its own unit is the grid
-        res = np.where(std > 0, std, 1.0) * cfg.resolution
-        origin = np.array([float(profile.numeric[n].moments.mean[0]) for n in numeric], dtype=np.float64)
-        layout = cls(low, high, res, origin, cfg.width, cfg.depth, 0.0)
-        layout.baseline_collision = layout._reference_collision(profile, numeric, categorical)
+        mean = np.array([float(profile.numeric[n].moments.mean[0]) for n in numeric], dtype=np.float64)
+        grid = CellGrid(mean, std, cfg.resolution, cfg.projections)
+        layout = cls(low, high, grid, cfg.width, cfg.depth)
+        sample = _reference_rows(profile, numeric, categorical)
+        if sample is not None:
+            X, C = sample
+            grid.fit_scale(X)
+            layout.baseline_collision = collision_probability(layout.keys(X, C))
         return layout
-
-    def _reference_collision(self, profile: ReferenceProfile, numeric: list[str], categorical: list[str]) -> float:
-        """Collision probability of the reference's row sample on this grid (0 without one)."""
-        sample = profile.sample or {}
-        if not all(f in sample for f in numeric + categorical) or not (numeric or categorical):
-            return 0.0
-        cols = [np.array([np.nan if v is None else v for v in sample[f]], dtype=np.float64) for f in numeric]
-        m = len(sample[(numeric + categorical)[0]])
-        X = np.column_stack(cols) if cols else np.zeros((m, 0))
-        codes = []
-        for f in categorical:
-            vocab = {c: k for k, c in enumerate(profile.categorical[f].categories)}
-            codes.append([-2 if v is None else vocab.get(str(v), -1) for v in sample[f]])
-        C = np.array(codes, dtype=np.int64).T.reshape(m, len(categorical))
-        return collision_probability(self.keys(X, C))
 
     def codes(self, category_codes: list[np.ndarray], n: int) -> np.ndarray:
         return np.column_stack(category_codes).astype(np.int64) if category_codes else np.zeros((n, 0), np.int64)
@@ -89,10 +76,25 @@ class SecurityLayout:
         return int(out.sum())
 
     def keys(self, numeric: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        return cell_keys(numeric, self.resolution, codes, origin=self.origin)
+        return self.grid.keys(numeric, codes)
 
     def sketch(self) -> CountMinSketch:
         return CountMinSketch(self.width, self.depth)
+
+
+def _reference_rows(profile: ReferenceProfile, numeric: list[str], categorical: list[str]):
+    """(numeric matrix, category codes) of the profile's row sample, or None without one."""
+    sample = profile.sample or {}
+    if not (numeric or categorical) or not all(f in sample for f in numeric + categorical):
+        return None
+    m = len(sample[(numeric + categorical)[0]])
+    cols = [np.array([np.nan if v is None else v for v in sample[f]], dtype=np.float64) for f in numeric]
+    X = np.column_stack(cols) if cols else np.zeros((m, 0))
+    codes = []
+    for f in categorical:
+        vocab = {c: k for k, c in enumerate(profile.categorical[f].categories)}
+        codes.append([-2 if v is None else vocab.get(str(v), -1) for v in sample[f]])
+    return X, np.array(codes, dtype=np.int64).T.reshape(m, len(categorical))
 
 
 class TrafficWatch:

@@ -11,6 +11,7 @@ import pytest
 
 from detectors._serde import StateVersionError
 from detectors.count_min import (
+    CellGrid,
     CountMinSketch,
     cell_keys,
     collision_probability,
@@ -153,3 +154,46 @@ def test_near_duplicate_share_of_too_few_queries_is_nan():
     assert math.isnan(near_duplicate_share(cms).value)
     with pytest.raises(ValueError, match="confidence"):
         near_duplicate_share(cms, confidence=1.0)
+
+
+def _burst(d: int, n: int = 3000, b: int = 600, spread: float = 0.01, seed: int = 8):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * 2.0 + 5.0  # reference spread 2, mean 5
+    X[:b] = X[n - 1] + spread * 2.0 * rng.standard_normal((b, d))
+    return X
+
+
+def test_projection_keeps_a_high_dimensional_burst_in_few_cells():
+    d, b, n = 30, 600, 3000
+    X = _burst(d)
+    grid = CellGrid(np.full(d, 5.0), np.full(d, 2.0), resolution=0.1, n_directions=4).fit_scale(X[b:])
+    # rounding every one of 30 features splits the burst over many cells; 4 directions do not
+    per_feature = CellGrid(np.full(d, 5.0), np.full(d, 2.0), resolution=0.1, n_directions=0)
+    _, c_proj = np.unique(grid.keys(X[:b]), return_counts=True)
+    _, c_feat = np.unique(per_feature.keys(X[:b]), return_counts=True)
+    assert c_proj.max() >= 0.5 * b and c_feat.max() < 0.2 * b
+    cms = CountMinSketch(1024, 4)
+    cms.update(grid.keys(X))
+    base = collision_probability(grid.keys(X[b:]))
+    assert base < 1e-3  # ordinary rows rarely meet in every direction
+    assert near_duplicate_share(cms, baseline=base).value == pytest.approx(
+        math.sqrt((c_proj.astype(float) ** 2).sum()) / n, abs=0.02)
+    # the fitted scale is the reference rows' spread along each direction (about 1)
+    z = (X[b:] - 5.0) / 2.0 @ grid.directions
+    np.testing.assert_allclose(grid.projection_scale, z.std(axis=0, ddof=1))
+    assert np.allclose(np.linalg.norm(grid.directions, axis=0), 1.0)
+
+
+def test_grid_keys_hash_the_missing_pattern_apart_and_round_trip():
+    d = 10
+    grid = CellGrid(np.zeros(d), np.ones(d), resolution=0.5, n_directions=3, seed=2)
+    x = np.zeros((3, d))
+    x[1, 4] = np.nan  # a missing value sits at the mean but is not the mean
+    x[2, 5] = np.nan
+    k = grid.keys(x, np.array([[1], [1], [1]]))
+    assert len(set(k.tolist())) == 3
+    again = CellGrid.from_dict(json.loads(json.dumps(grid.to_dict())))
+    assert (again.keys(x, np.array([[1], [1], [1]])) == k).all()
+    assert (grid.keys(x[:1]) == grid.keys(np.vstack([x[:1], x[:1]]))[:1]).all()  # independent of the batch
+    with pytest.raises(ValueError, match="scale must have 10"):
+        CellGrid(np.zeros(d), np.ones(3))

@@ -71,7 +71,7 @@ def feed(p: Pane, e: dict) -> Pane:
 def test_example_documents_the_security_defaults():
     m = load_config(EXAMPLE, env={}).model("credit-risk")
     assert m.security == SecurityConfig()
-    assert m.security == SecurityConfig(enabled=True, resolution=0.1, width=1024, depth=4, period_seconds=86400.0,
+    assert m.security == SecurityConfig(enabled=True, resolution=0.1, projections=4, width=1024, depth=4, period_seconds=86400.0,
                                         slot_seconds=3600.0, half_life_periods=7.0, min_periods=1.0,
                                         tolerance=1.5)
     rules = {r.metric: r for r in m.rules}
@@ -86,6 +86,8 @@ def test_example_documents_the_security_defaults():
     "table,key,marker,fragment",
     [
         ("[models.security]\nresolution = 0", "models[0].security.resolution", "resolution", "must be > 0"),
+        ("[models.security]\nprojections = -1", "models[0].security.projections", "projections",
+         "must be at least 0, got -1"),
         ("[models.security]\nwidth = 1000", "models[0].security.width", "width", "power of two >= 2, got 1000"),
         ("[models.security]\ndepth = 17", "models[0].security.depth", "depth", "must be in [1, 16], got 17"),
         ("[models.security]\ntolerance = 0.9", "models[0].security.tolerance", "tolerance", "must be >= 1"),

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import pytest
 
-from detectors.count_min import cell_keys, collision_probability
+from detectors.count_min import collision_probability
 from monitor.config import SECURITY_METRICS
 from monitor.events import AlertEvent
 from monitor.replay import replay
@@ -35,7 +35,7 @@ DAY2 = 24 * 3600.0
 
 
 def _spec(*changes: Change) -> ModelSpec:
-    return ModelSpec("m", n_numeric=4, n_categorical=2, rate=0.5, sensitive={"sex": ["F", "M"]}, diurnal=0.5,
+    return ModelSpec("m", n_numeric=10, n_categorical=2, rate=0.5, sensitive={"sex": ["F", "M"]}, diurnal=0.5,
                      changes=list(changes))
 
 
@@ -170,13 +170,10 @@ def test_out_of_support_share_equals_a_direct_numpy_count(tmp_path):
     assert got["n"] == len(rows)
     assert got["value"] == pytest.approx(want.mean(), abs=1e-12)
     # the reference's collision level is the exact one of its sample rows on the same grid
-    Xs = np.array([prof.sample[f] for f in m.layout.numeric], dtype=float).T
-    assert sec.baseline_collision == pytest.approx(collision_probability(
-        cell_keys(Xs, sec.resolution, np.array([[list(prof.categorical[c].categories).index(v)
-                                                 for c, v in zip(m.layout.categorical, row, strict=True)]
-                                                for row in zip(*[prof.sample[c] for c in m.layout.categorical],
-                                                               strict=True)]),
-                  origin=sec.origin)))
+    Xs = np.array([[np.nan if v is None else v for v in prof.sample[f]] for f in m.layout.numeric], dtype=float).T
+    Cs = np.array([[list(prof.categorical[c].categories).index(v) for v in prof.sample[c]]
+                   for c in m.layout.categorical]).T
+    assert sec.baseline_collision == collision_probability(sec.grid.keys(Xs, Cs)) < 1e-3
     assert isinstance(sec, SecurityLayout)
 
 
