@@ -1,9 +1,9 @@
 """Count-min sketch over hashed cells of rounded feature vectors, and the near-duplicate share.
 
-Queries are rounded onto a grid (a fraction of each feature's reference spread per cell), a
-cell is a 64-bit hash of the rounded vector, and the sketch counts cells: near-duplicate
-queries (a probing or model-extraction burst that perturbs one input slightly) land in one
-cell. Only hashes and counts are kept, never a feature value. The sketch is a matrix of
+Queries are rounded onto a grid (:class:`CellGrid`: standardised by the reference, projected
+on a few random directions, cells a fraction of the reference spread), a cell is a 64-bit
+hash of the rounded vector, and the sketch counts cells: near-duplicate queries (a probing
+or model-extraction burst that perturbs one input slightly) land in one cell. Only hashes and counts are kept, never a feature value. The sketch is a matrix of
 counts, so panes merge and a window subtracts exactly.
 
 The burst statistic is the second frequency moment ``F2 = sum_c count_c**2`` of the cells:

@@ -11,6 +11,8 @@ Known changes (simulated minutes after the start):
   * credit-risk: covariate shift of num_03 by 0.8 sd at minute 20;
   * credit-risk: selection rate of sex=F drops (scores x0.4) at minute 40;
   * churn: accuracy drop (35% of labels flipped) at minute 30.
+Both models run the default security rules, with a 30-minute traffic season so that the
+traffic baseline is learned and judged within the demo.
 About one prediction in 5,000 is malformed (invalid JSON or a wrong-typed feature) and goes
 to the dead-letter topic, so that path shows on /metrics too.
 """
