@@ -216,6 +216,7 @@ class Pane:
         # security signals: inputs outside the reference's support, dead-lettered records
         # of this model, and a count-min sketch of rounded input cells (hashes only)
         self.n_outside = 0
+        self.outside_by = np.zeros(len(L.numeric) + len(L.categorical), dtype=np.int64)  # per feature
         self.n_invalid = 0
         self.dups = L.security.sketch() if L.security is not None else None
         feats = L.numeric + L.categorical
@@ -264,7 +265,9 @@ class Pane:
         sec = self.layout.security
         if sec is not None and n:
             codes = sec.codes(category_codes, n)
-            self.n_outside += sec.outside(numeric, codes)
+            rows, by = sec.outside(numeric, codes)
+            self.n_outside += rows
+            self.outside_by += by
             self.dups.update(sec.keys(numeric, codes))
 
     def add_outcomes(self, keys: np.ndarray, label_ts: np.ndarray, pred_ts: np.ndarray, score: np.ndarray,
@@ -352,6 +355,7 @@ class Pane:
         self.n_joined += other.n_joined
         self.label_delay_sum += other.label_delay_sum
         self.n_outside += other.n_outside
+        self.outside_by = self.outside_by + other.outside_by
         self.n_invalid += other.n_invalid
         if samples:
             self.psample.merge(other.psample)
@@ -367,6 +371,7 @@ class Pane:
         self.n_joined -= other.n_joined
         self.label_delay_sum -= other.label_delay_sum
         self.n_outside -= other.n_outside
+        self.outside_by = self.outside_by - other.outside_by
         self.n_invalid -= other.n_invalid
         return self
 
@@ -389,6 +394,7 @@ class Pane:
             "n_joined": self.n_joined,
             "label_delay_sum": self.label_delay_sum,
             "n_outside": self.n_outside,
+            "outside_by": self.outside_by.tolist(),
             "n_invalid": self.n_invalid,
             "sketches": [s.to_dict() for s in self._sketches()],
             "extras": {k: s.to_dict() for k, s in self._extras().items()},
@@ -409,6 +415,9 @@ class Pane:
         # absent in panes written before the security signals: nothing was counted
         p.n_outside = int(d.get("n_outside", 0))
         p.n_invalid = int(d.get("n_invalid", 0))
+        by = d.get("outside_by")
+        if by is not None and len(by) == p.outside_by.size:
+            p.outside_by = np.asarray(by, dtype=np.int64)
         mine = p._sketches()
         if len(mine) != len(d["sketches"]):
             raise ValueError("pane state does not match the model layout (reference changed?)")

@@ -67,13 +67,14 @@ class SecurityLayout:
     def codes(self, category_codes: list[np.ndarray], n: int) -> np.ndarray:
         return np.column_stack(category_codes).astype(np.int64) if category_codes else np.zeros((n, 0), np.int64)
 
-    def outside(self, numeric: np.ndarray, codes: np.ndarray) -> int:
-        """Rows with a value beyond the reference's min/max or an unseen category."""
+    def outside(self, numeric: np.ndarray, codes: np.ndarray) -> tuple[int, np.ndarray]:
+        """(rows with a value beyond the reference's min/max or an unseen category, such
+        values per feature: numeric then categorical)."""
         with np.errstate(invalid="ignore"):
-            out = ((numeric < self.low) | (numeric > self.high)).any(axis=1)
+            out = (numeric < self.low) | (numeric > self.high)
         if codes.shape[1]:
-            out |= (codes == -1).any(axis=1)
-        return int(out.sum())
+            out = np.hstack([out, codes == -1])
+        return int(out.any(axis=1).sum()), out.sum(axis=0).astype(np.int64)
 
     def keys(self, numeric: np.ndarray, codes: np.ndarray) -> np.ndarray:
         return self.grid.keys(numeric, codes)
@@ -141,9 +142,14 @@ def security_evaluations(window, pane, watch: TrafficWatch | None, layout: Secur
                          confidence: float, ev: Callable) -> None:
     """The window's security evaluations (``ev(metric, scope, value, n, **kw)``)."""
     n = window.n_predictions
+    names = window.layout.numeric + window.layout.categorical
     if n:
         lo, hi = wilson_interval(window.n_outside, n, confidence)
-        ev("out_of_support_share", "model", window.n_outside / n, n, ci_low=float(lo), ci_high=float(hi))
+        # the features most often outside, for the alert (names only, never values)
+        top = np.argsort(-window.outside_by, kind="stable")[:3]
+        by = {names[k]: round(float(window.outside_by[k]) / n, 6) for k in top if window.outside_by[k] > 0}
+        ev("out_of_support_share", "model", window.n_outside / n, n, ci_low=float(lo), ci_high=float(hi),
+           details={"features": by} if by else None)
     if window.dups is not None and window.dups.n >= 2:
         r = near_duplicate_share(window.dups, layout.baseline_collision, confidence)
         ev("near_duplicate_share", "model", r.value, r.n, ci_low=r.ci_low, ci_high=r.ci_high,

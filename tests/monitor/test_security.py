@@ -128,6 +128,8 @@ def test_pane_security_counts_equal_direct_numpy_counts(layout, profile):
                        for row in zip(*e["categorical"], strict=True)])
     want = ((lo > X) | (hi < X)).any(axis=1) | unseen.any(axis=1)
     assert p.n_outside == int(want.sum()) > 0
+    per = np.hstack([(lo > X) | (hi < X), unseen]).sum(axis=0)
+    assert p.outside_by.tolist() == per.tolist()
     assert p.dups.n == 2000
     assert p.n_invalid == 0
 
@@ -146,14 +148,16 @@ def test_pane_security_state_round_trips_mid_stream_and_is_independent_of_batche
     # a window is a running sum: merge then subtract gives the other pane back exactly
     w = Pane(layout, 0.0).merge(whole, samples=False).merge(q, samples=False).subtract(whole)
     assert w.dups == q.dups and w.n_outside == q.n_outside and w.n_invalid == 3
+    assert w.outside_by.tolist() == q.outside_by.tolist()
 
 
 def test_panes_written_before_the_security_signals_restore_with_them_empty(layout):
     p = feed(Pane(layout, 0.0), events(layout, 0, 300))
     old = p.to_dict()
-    del old["n_outside"], old["n_invalid"], old["extras"]["dups"]
+    del old["n_outside"], old["n_invalid"], old["outside_by"], old["extras"]["dups"]
     q = Pane.from_dict(layout, json.loads(json.dumps(old)))
     assert q.n_outside == q.n_invalid == 0 and q.dups.n == 0 and q.n_predictions == 300
+    assert not q.outside_by.any()
     feed(q, events(layout, 300, 400))
     assert q.dups.n == 100
 

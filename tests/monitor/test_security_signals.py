@@ -145,6 +145,10 @@ def test_out_of_support_inputs_and_schema_violations_fire_their_rules(tmp_path):
     oos = [e for e in evals if e["metric"] == "out_of_support_share" and e["window_start"] > start + at]
     # the violating records are not among the predictions: 20% of the 90% left
     assert np.median([e["value"] for e in oos]) == pytest.approx(0.2, abs=0.05)
+    # the alert names the feature that went out of range, not its values
+    oos_alert = next(a for a in firing if a["rule"] == "out-of-support")
+    assert next(iter(oos_alert["details"]["features"])) == "num_01"
+    assert "50.0" not in json.dumps(oos_alert)
     before = [e["value"] for e in evals if e["metric"] == "out_of_support_share" and e["window_end"] <= start + at]
     assert max(before) < 0.05
 
