@@ -162,7 +162,9 @@ def security_evaluations(window, pane, watch: TrafficWatch | None, layout: Secur
     if watch is not None and pane is not None:
         r = watch.judge(pane.start, pane.n_predictions)
         if r is not None:
-            ev("traffic_rate_anomaly", "model", r.statistic, r.count, p_value=r.p_value,
+            # n is the traffic the verdict is about, the expected count: a drop to 0 is judged,
+            # and min_samples keeps quiet slots (a few events per pane) out of it
+            ev("traffic_rate_anomaly", "model", r.statistic, round(r.expected), p_value=r.p_value,
                details={"count": r.count, "expected": round(r.expected, 3), "ratio": round(r.ratio, 4),
                         "direction": r.direction, "dispersion": round(r.dispersion, 4),
                         "pane_start": pane.start})

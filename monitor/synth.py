@@ -70,7 +70,7 @@ name = "traffic-anomaly"
 metric = "traffic_rate_anomaly"
 warn = 4.0
 alert = 6.0
-min_samples = 1
+min_samples = 10
 for = 2
 
 [[models.rules]]

@@ -100,11 +100,13 @@ def test_a_5x_traffic_spike_fires_the_traffic_rule_and_only_it(tmp_path, station
     assert min(inside) > max(calm, 6.0)
 
 
-def test_a_traffic_drop_fires_the_traffic_rule(tmp_path):
+@pytest.mark.parametrize("factor", [0.1, 0.0])
+def test_a_traffic_drop_fires_the_traffic_rule(tmp_path, factor):
     at = DAY2 + 10 * 3600.0
-    start, _, firing, _ = _run(tmp_path, _spec(Change("traffic_spike", at, factor=0.1, until=at + 3600.0)))
+    start, _, firing, _ = _run(tmp_path, _spec(Change("traffic_spike", at, factor=factor, until=at + 3600.0)))
     hits = [a for a in firing if a["rule"] == "traffic-anomaly"]
-    assert hits and hits[0]["details"]["direction"] == "drop"
+    assert hits and hits[0]["details"]["direction"] == "drop", [(a["rule"], a["window_end"] - start) for a in firing]
+    assert hits[0]["details"]["count"] <= 0.2 * hits[0]["details"]["expected"]
     assert 0 < min(a["window_end"] for a in hits) - (start + at) <= 3 * 300.0
 
 
