@@ -1224,7 +1224,7 @@ def _model_extras(c: _Check, task: str | None) -> None:
             c.ctx.error(rpath, f'"{m}" needs task "binary", this model is "{task}"')
     sec = kw.get("security")
     pane = kw.get("pane_seconds")
-    if sec is not None and sec.enabled and pane is not None and pane > 0 and sec.slot_seconds % pane:
+    if sec is not None and sec.enabled and pane is not None and pane > 0 and not _whole(sec.slot_seconds / pane):
         c.ctx.error(c.key("security") + ("slot_seconds",),
                     f"must be a whole multiple of pane_seconds ({_show(pane)}), got {_show(sec.slot_seconds)}: "
                     "a pane must fall in one slot of the traffic baseline")
@@ -1255,6 +1255,11 @@ def _check_slices(c: _Check) -> None:
         c.error("fdr", f"must be in (0, 1), got {_show(v)}")
 
 
+def _whole(ratio: float) -> bool:
+    """A ratio of two durations that is a whole number (up to float rounding: 3600 / 0.1)."""
+    return math.isfinite(ratio) and abs(ratio - round(ratio)) <= 1e-9 * max(1.0, abs(ratio))
+
+
 def _check_security(c: _Check) -> None:
     kw = c.kw
     v = kw.get("resolution")
@@ -1272,7 +1277,7 @@ def _check_security(c: _Check) -> None:
     c.positive("half_life_periods")
     c.non_negative("min_periods")
     p, s = kw.get("period_seconds"), kw.get("slot_seconds")
-    if p is not None and s is not None and p > 0 and s > 0 and (p % s or s > p):
+    if p is not None and s is not None and p > 0 and s > 0 and (not _whole(p / s) or s > p):
         c.error("period_seconds", f"must be a whole multiple of slot_seconds ({_show(s)}), got {_show(p)}")
     t = kw.get("tolerance")
     if t is not None and not t >= 1:
