@@ -10,7 +10,8 @@ The burst statistic is the second frequency moment ``F2 = sum_c count_c**2`` of 
 ``(F2 - n) / (n (n - 1))`` is the probability that two queries of the window share a cell,
 and its square root above the reference's own collision level is about the share of the
 window held by one burst cell. Each row of the sketch over-counts F2 only by hash
-collisions, whose mean is at most ``n**2 / width`` (Cormode & Muthukrishnan 2005), which
+collisions, whose mean is at most ``2 n**2 / width`` for multiply-shift hashing (a
+2-approximately universal family; Cormode & Muthukrishnan 2005 for the sketch), which
 gives the interval.
 
 >>> import numpy as np
@@ -177,8 +178,9 @@ def collision_probability(keys: np.ndarray) -> float:
 class CountMinSketch:
     """``depth`` rows of ``width`` counters; row ``r`` counts ``key`` at a multiply-shift hash.
 
-    ``estimate(key)`` never under-counts and over-counts by at most ``e * n / width`` with
-    probability ``1 - exp(-depth)``. ``width`` is a power of two; the hash multipliers come
+    ``estimate(key)`` never under-counts and over-counts by at most ``2 e n / width`` with
+    probability ``1 - exp(-depth)`` (``e n / width`` for a fully universal hash; the
+    multiply-shift family collides with probability at most ``2 / width``). ``width`` is a power of two; the hash multipliers come
     from ``seed``, so sketches merge only with equal ``width``, ``depth`` and ``seed``.
     """
 
@@ -302,9 +304,10 @@ def near_duplicate_share(sketch: CountMinSketch, baseline: float = 0.0, confiden
     :func:`collision_probability` of its rows' keys). A burst of ``b`` near-duplicates among
     ``n`` queries adds about ``(b / n)**2``, so the value reads as the burst's share.
     Bounds: every row's sum of squares is at least F2; each exceeds F2 by more than
-    ``n**2 / (width * delta)`` with probability below ``delta`` (Markov), so the smallest row
-    exceeds F2 + eps with ``eps = n**2 / (width * (1 - confidence)**(1 / depth))`` with
-    probability below ``1 - confidence``.
+    ``2 n**2 / (width * delta)`` with probability below ``delta`` (Markov, with the hash's
+    collision probability at most ``2 / width``), so the smallest row exceeds F2 + eps with
+    ``eps = 2 n**2 / (width * (1 - confidence)**(1 / depth))`` with probability below
+    ``1 - confidence``.
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -313,8 +316,9 @@ def near_duplicate_share(sketch: CountMinSketch, baseline: float = 0.0, confiden
         return NearDuplicateResult(math.nan, math.nan, math.nan, int(n), math.nan, math.nan, math.nan)
     w = float(sketch.width)
     s = float(sketch.row_squares().min())
-    eps = n * n / (w * (1.0 - confidence) ** (1.0 / sketch.depth))
-    # the mean hash over-count of a row is (n**2 - F2) / w: remove it for the point value
+    eps = 2.0 * n * n / (w * (1.0 - confidence) ** (1.0 / sketch.depth))
+    # a row's mean hash over-count is about (n**2 - F2) / w (the multiply-shift family
+    # collides at about 1 / w in practice, 2 / w at worst): remove it for the point value
     point = (w * s - n * n) / (w - 1.0)
     lo_f2 = max(n, s - eps)
     f2 = min(max(point, lo_f2), s)
