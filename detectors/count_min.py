@@ -87,9 +87,9 @@ def cell_keys(numeric: np.ndarray, resolution: np.ndarray, codes: np.ndarray | N
 class CellGrid:
     """Where near-duplicates meet: standardise, project, round, hash.
 
-    With more numeric features than ``n_directions``, inputs standardised by the reference
+    With more numeric features than ``projections``, inputs standardised by the reference
     (``origin``, ``scale``; a missing value at the mean, its position hashed apart) are
-    projected on ``n_directions`` seeded random unit directions and rounded there, as
+    projected on ``projections`` seeded random unit directions and rounded there, as
     E2LSH does (Datar et al. 2004): a perturbation of spread ``e`` moves each projection by
     about ``e`` whatever the number of features, so a burst splits over few cells, while
     far-apart inputs rarely meet in every direction. With fewer features the standardised
@@ -100,7 +100,7 @@ class CellGrid:
     kind = "cell_grid"
     version = 1
 
-    def __init__(self, origin: np.ndarray, scale: np.ndarray, resolution: float = 0.1, n_directions: int = 4,
+    def __init__(self, origin: np.ndarray, scale: np.ndarray, resolution: float = 0.1, projections: int = 4,
                  seed: int = 0, projection_scale: np.ndarray | None = None):
         self.origin = np.asarray(origin, dtype=np.float64)
         d = self.origin.size
@@ -110,18 +110,18 @@ class CellGrid:
         self.scale = np.where(sc > 0, sc, 1.0)  # a constant feature: its own unit
         if not resolution > 0:
             raise ValueError(f"resolution must be > 0, got {resolution}")
-        if n_directions < 0:
-            raise ValueError(f"n_directions must be >= 0 (0: no projection), got {n_directions}")
+        if projections < 0:
+            raise ValueError(f"projections must be >= 0 (0: no projection), got {projections}")
         self.resolution = float(resolution)
-        self.n_directions = int(n_directions)
+        self.projections = int(projections)
         self.seed = int(seed)
-        self.projects = 0 < self.n_directions < d
+        self.projects = 0 < self.projections < d
         if self.projects:
-            a = np.random.default_rng(self.seed).standard_normal((d, self.n_directions))
+            a = np.random.default_rng(self.seed).standard_normal((d, self.projections))
             self.directions = a / np.linalg.norm(a, axis=0)
         else:
             self.directions = None
-        k = self.n_directions if self.projects else d
+        k = self.projections if self.projects else d
         ps = np.ones(k) if projection_scale is None else np.asarray(projection_scale, dtype=np.float64)
         if ps.shape != (k,):
             raise ValueError(f"projection_scale must have {k} values, got {ps.size}")
@@ -156,13 +156,13 @@ class CellGrid:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "version": self.version, "origin": self.origin.tolist(),
-                "scale": self.scale.tolist(), "resolution": self.resolution, "n_directions": self.n_directions,
+                "scale": self.scale.tolist(), "resolution": self.resolution, "projections": self.projections,
                 "seed": self.seed, "projection_scale": self.projection_scale.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CellGrid:
         check_state(d, cls.kind)
-        return cls(d["origin"], d["scale"], d["resolution"], d["n_directions"], d["seed"], d["projection_scale"])
+        return cls(d["origin"], d["scale"], d["resolution"], d["projections"], d["seed"], d["projection_scale"])
 
 
 def collision_probability(keys: np.ndarray) -> float:

@@ -166,9 +166,9 @@ def _burst(d: int, n: int = 3000, b: int = 600, spread: float = 0.01, seed: int 
 def test_projection_keeps_a_high_dimensional_burst_in_few_cells():
     d, b, n = 30, 600, 3000
     X = _burst(d)
-    grid = CellGrid(np.full(d, 5.0), np.full(d, 2.0), resolution=0.1, n_directions=4).fit_scale(X[b:])
+    grid = CellGrid(np.full(d, 5.0), np.full(d, 2.0), resolution=0.1, projections=4).fit_scale(X[b:])
     # rounding every one of 30 features splits the burst over many cells; 4 directions do not
-    per_feature = CellGrid(np.full(d, 5.0), np.full(d, 2.0), resolution=0.1, n_directions=0)
+    per_feature = CellGrid(np.full(d, 5.0), np.full(d, 2.0), resolution=0.1, projections=0)
     _, c_proj = np.unique(grid.keys(X[:b]), return_counts=True)
     _, c_feat = np.unique(per_feature.keys(X[:b]), return_counts=True)
     assert c_proj.max() >= 0.5 * b and c_feat.max() < 0.2 * b
@@ -186,7 +186,7 @@ def test_projection_keeps_a_high_dimensional_burst_in_few_cells():
 
 def test_grid_keys_hash_the_missing_pattern_apart_and_round_trip():
     d = 10
-    grid = CellGrid(np.zeros(d), np.ones(d), resolution=0.5, n_directions=3, seed=2)
+    grid = CellGrid(np.zeros(d), np.ones(d), resolution=0.5, projections=3, seed=2)
     x = np.zeros((3, d))
     x[1, 4] = np.nan  # a missing value sits at the mean but is not the mean
     x[2, 5] = np.nan
