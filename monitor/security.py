@@ -165,7 +165,7 @@ def security_evaluations(window, pane, watch: TrafficWatch | None, layout: Secur
             # n is the traffic the verdict is about, the expected count: a drop to 0 is judged,
             # and min_samples keeps quiet slots (a few events per pane) out of it
             ev("traffic_rate_anomaly", "model", r.statistic, round(r.expected), p_value=r.p_value,
-               details={"count": r.count, "expected": round(r.expected, 3), "ratio": round(r.ratio, 4),
+               details={"count": r.count, "expected": round(r.expected, 3), "ratio": round(r.ratio, 4) if math.isfinite(r.ratio) else None,
                         "direction": r.direction, "dispersion": round(r.dispersion, 4),
                         "pane_start": pane.start})
 
