@@ -18,6 +18,7 @@ from detectors.change_detector import (
     detector_registry,
 )
 from detectors.chi_square import chi_square_drift, chi_square_drift_rows
+from detectors.count_min import CellGrid, CountMinSketch, NearDuplicateResult, near_duplicate_share
 from detectors.cusum import CUSUM
 from detectors.ddm import DDM
 from detectors.eddm import EDDM
@@ -71,6 +72,7 @@ from detectors.registry import DriftTest, available_tests, get_test
 from detectors.result import DriftResult, DriftResults
 from detectors.slices import SliceCounts, SliceResult, degraded_subgroup, rank_slices
 from detectors.total_variation import total_variation_drift, total_variation_drift_rows
+from detectors.traffic import SeasonalBaseline, TrafficResult, traffic_anomaly
 from detectors.wasserstein import bin_points, wasserstein_drift, wasserstein_drift_rows
 
 __all__ = [
@@ -166,4 +168,11 @@ __all__ = [
     "total_variation_drift_rows",
     "wasserstein_drift",
     "wasserstein_drift_rows",
+    "CellGrid",
+    "CountMinSketch",
+    "NearDuplicateResult",
+    "near_duplicate_share",
+    "SeasonalBaseline",
+    "TrafficResult",
+    "traffic_anomaly",
 ]

@@ -66,12 +66,16 @@ class NumericProfile:
     """One numeric feature: its reference histogram, moments and per-bin means.
 
     ``bin_means`` (NaN for an empty bin) place each bin's mass at its reference mean,
-    which lets a Wasserstein distance be computed from histograms alone.
+    which lets a Wasserstein distance be computed from histograms alone. ``low``/``high``
+    are the smallest and largest finite reference values, the feature's support (NaN in
+    profiles written before they were kept).
     """
 
     histogram: Histogram
     moments: Moments
     bin_means: np.ndarray
+    low: float = math.nan
+    high: float = math.nan
 
     @property
     def edges(self) -> np.ndarray:
@@ -82,6 +86,8 @@ class NumericProfile:
             "histogram": self.histogram.to_dict(),
             "moments": self.moments.to_dict(),
             "bin_means": floats(self.bin_means),
+            "low": floats(np.array([self.low]))[0],
+            "high": floats(np.array([self.high]))[0],
         }
 
     @classmethod
@@ -90,6 +96,8 @@ class NumericProfile:
             Histogram.from_dict(d["histogram"]),
             Moments.from_dict(d["moments"]),
             unfloats(d["bin_means"]),
+            float(unfloats([d.get("low", "nan")])[0]),
+            float(unfloats([d.get("high", "nan")])[0]),
         )
 
 
@@ -169,7 +177,7 @@ def _numeric(values: np.ndarray, name: str, n_bins: int) -> NumericProfile:
     cnt = np.bincount(idx, minlength=edges.size + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         bin_means = np.where(cnt > 0, sums / cnt, np.nan)
-    return NumericProfile(hist, moments, bin_means)
+    return NumericProfile(hist, moments, bin_means, float(finite.min()), float(finite.max()))
 
 
 class ReferenceProfile:

@@ -75,10 +75,12 @@ __all__ = [
     "ModelConfig",
     "MultivariateConfig",
     "SlicesConfig",
+    "SecurityConfig",
     "ESTIMATED_METRICS",
     "MULTIVARIATE_METRICS",
     "ATTRIBUTION_METRICS",
     "SUBGROUP_METRICS",
+    "SECURITY_METRICS",
     "ReportsConfig",
     "RuleConfig",
     "ModelServingConfig",
@@ -124,9 +126,12 @@ MULTIVARIATE_METRICS = ("reconstruction_error", "reconstruction_error_change")
 ATTRIBUTION_METRICS = ("attribution_shift", "attribution_rank_correlation")
 #: Degraded subgroup: the worst significant slice's gap to the rest of the window.
 SUBGROUP_METRICS = ("subgroup_error_gap", "subgroup_selection_gap")
+#: Security signals at ingress: traffic-rate anomaly score, shares of inputs outside the
+#: reference's support, of near-duplicate queries and of dead-lettered records.
+SECURITY_METRICS = ("traffic_rate_anomaly", "out_of_support_share", "near_duplicate_share", "schema_violation_rate")
 MODEL_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS + (
     "label_coverage", "missing_rate", "unseen_rate", "score_psi",
-    *MULTIVARIATE_METRICS, *ATTRIBUTION_METRICS, *SUBGROUP_METRICS,
+    *MULTIVARIATE_METRICS, *ATTRIBUTION_METRICS, *SUBGROUP_METRICS, *SECURITY_METRICS,
 )  # fmt: skip
 DETECTORS = ("adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w", "cusum")
 FAIRNESS_METRICS = (
@@ -319,6 +324,20 @@ class ModelServingConfig(_Section):
     registered_model: str = ""  # mlflow: the registered model (default: the model's name)
     alias: str = "champion"  # mlflow: the alias serving reads
     rollback_version: str = ""  # mlflow: the version a rollback points the alias back to
+class SecurityConfig(_Section):
+    """Security signals at ingress: traffic rate, out-of-support inputs, near-duplicate
+    query bursts, schema violations. Counts and hashes only, never raw inputs."""
+
+    enabled: bool = True
+    resolution: float = 0.1  # near-duplicate grid cell, in reference standard deviations
+    projections: int = 4  # random directions inputs are rounded on (fewer features: the features); 0 = none
+    width: int = 1024  # count-min counters per row (a power of two)
+    depth: int = 4  # count-min rows
+    period_seconds: float = 86400.0  # traffic seasonality: 86400 = hour of day, 604800 = hour of week
+    slot_seconds: float = 3600.0
+    half_life_periods: float = 7.0  # the baseline forgets a slot's panes with this half-life, in periods
+    min_periods: float = 1.0  # periods of a slot's history before its traffic is judged
+    tolerance: float = 1.5  # traffic within [expected / tolerance, expected * tolerance] scores 0
 
 
 class ModelConfig(_Section):
@@ -342,6 +361,7 @@ class ModelConfig(_Section):
     attributions: AttributionsConfig = msgspec.field(default_factory=AttributionsConfig)
     slices: SlicesConfig = msgspec.field(default_factory=SlicesConfig)
     serving: ModelServingConfig = msgspec.field(default_factory=ModelServingConfig)
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
 
     def feature(self, name: str) -> FeatureConfig:
         for f in self.features:
@@ -1274,12 +1294,21 @@ def _model_extras(c: _Check, task: str | None) -> None:
             c.ctx.error(rpath, f'"{m}" needs attributions.enabled = true on this model')
         if m in SUBGROUP_METRICS and (sl is None or not sl.enabled):
             c.ctx.error(rpath, f'"{m}" needs slices.enabled = true on this model')
+        sec = kw.get("security")
+        if m in SECURITY_METRICS and (sec is None or not sec.enabled):
+            c.ctx.error(rpath, f'"{m}" needs security.enabled = true on this model')
         # (estimates on a regression model already get "needs a classification task")
         wrong_task = (m in SUBGROUP_METRICS and task not in (None, "binary")
                       and not (m == "subgroup_error_gap" and task == "multiclass")) or \
                      (m in ESTIMATED_METRICS[1:] and task == "multiclass")
         if wrong_task:
             c.ctx.error(rpath, f'"{m}" needs task "binary", this model is "{task}"')
+    sec = kw.get("security")
+    pane = kw.get("pane_seconds")
+    if sec is not None and sec.enabled and pane is not None and pane > 0 and not _whole(sec.slot_seconds / pane):
+        c.ctx.error(c.key("security") + ("slot_seconds",),
+                    f"must be a whole multiple of pane_seconds ({_show(pane)}), got {_show(sec.slot_seconds)}: "
+                    "a pane must fall in one slot of the traffic baseline")
     k = getattr(mv, "n_components", None)
     if mv is not None and mv.enabled and len(numeric) >= 2 and k is not None and k >= 1 and k >= len(numeric):
         c.ctx.error(c.key("multivariate") + ("n_components",),
@@ -1305,6 +1334,35 @@ def _check_slices(c: _Check) -> None:
     v = c.kw.get("fdr")
     if v is not None and not 0 < v < 1:
         c.error("fdr", f"must be in (0, 1), got {_show(v)}")
+
+
+def _whole(ratio: float) -> bool:
+    """A ratio of two durations that is a whole number (up to float rounding: 3600 / 0.1)."""
+    return math.isfinite(ratio) and abs(ratio - round(ratio)) <= 1e-9 * max(1.0, abs(ratio))
+
+
+def _check_security(c: _Check) -> None:
+    kw = c.kw
+    v = kw.get("resolution")
+    if v is not None and not v > 0:
+        c.error("resolution", f"must be > 0 (a fraction of each feature's reference std), got {_show(v)}")
+    c.non_negative("projections")
+    w = kw.get("width")
+    if w is not None and (w < 2 or w & (w - 1)):
+        c.error("width", f"must be a power of two >= 2, got {_show(w)}")
+    d = kw.get("depth")
+    if d is not None and not 1 <= d <= 16:
+        c.error("depth", f"must be in [1, 16], got {_show(d)}")
+    c.positive("period_seconds")
+    c.positive("slot_seconds")
+    c.positive("half_life_periods")
+    c.non_negative("min_periods")
+    p, s = kw.get("period_seconds"), kw.get("slot_seconds")
+    if p is not None and s is not None and p > 0 and s > 0 and (not _whole(p / s) or s > p):
+        c.error("period_seconds", f"must be a whole multiple of slot_seconds ({_show(s)}), got {_show(p)}")
+    t = kw.get("tolerance")
+    if t is not None and not t >= 1:
+        c.error("tolerance", f"must be >= 1 (a ratio of traffic to its baseline), got {_show(t)}")
 
 
 def _unique(c: _Check, name: str, what: str) -> None:
@@ -1585,6 +1643,7 @@ _HOOKS: dict[type, Callable[[_Check], None]] = {
     MultivariateConfig: _check_multivariate,
     AttributionsConfig: _check_attributions,
     SlicesConfig: _check_slices,
+    SecurityConfig: _check_security,
     AlertingConfig: _check_alerting,
     DeliveryConfig: _check_delivery,
     SlackSinkConfig: _check_slack,

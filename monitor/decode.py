@@ -80,6 +80,10 @@ class Failure:
     reason: str
     field: str = ""
     code: str = "invalid_field"
+    # the record's model and event time where decoding got that far (a record of a known
+    # model counts in its schema_violation_rate); None when it did not
+    model: str | None = None
+    ts: float | None = None
 
 
 @dataclass
@@ -292,7 +296,7 @@ class RecordDecoder:
                 failures.append(Failure(i, f"unknown model {model!r} at `$.{self.fields.model}`", self.fields.model, "unknown_model"))
                 continue
             if g["prediction_id"](e) is None:
-                failures.append(Failure(i, f"missing prediction id at `$.{self.fields.prediction_id}`", self.fields.prediction_id, "missing_field"))
+                failures.append(Failure(i, f"missing prediction id at `$.{self.fields.prediction_id}`", self.fields.prediction_id, "missing_field", model=model))
                 continue
             by_model.setdefault(model, []).append((i, e))
         out: dict[str, PredictionBatch] = {}
@@ -319,6 +323,7 @@ class RecordDecoder:
                 except (msgspec.ValidationError, ValueError, OSError, OverflowError) as exc:
                     failures.append(Failure(i, f"bad timestamp: {exc}", self.fields.timestamp, "bad_timestamp"))
             items = ts_ok
+        ts_items = items
         feat_dec, num, cat = self._feature_dec[model]
         feats, bad = self._decode_parts(feat_dec, [g["features"](e) for _, e, _ in items], items, self.fields.features)
         failures.extend(bad)
@@ -342,6 +347,10 @@ class RecordDecoder:
                 sens = [sens[k] for k in good]
             width = len(cfg.features)
             attributions = np.array([attr_get(attrs[k]) for k in good], dtype=np.float64).reshape(len(good), width)
+        if failures:
+            when = {i: t for i, _, t in ts_items}
+            for f in failures:
+                f.model, f.ts = model, when.get(f.index)
         n = len(items)
         if n == 0:
             return None, failures

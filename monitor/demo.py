@@ -11,6 +11,8 @@ Known changes (simulated minutes after the start):
   * credit-risk: covariate shift of num_03 by 0.8 sd at minute 20;
   * credit-risk: selection rate of sex=F drops (scores x0.4) at minute 40;
   * churn: accuracy drop (35% of labels flipped) at minute 30.
+Both models run the default security rules, with a 30-minute traffic season so that the
+traffic baseline is learned and judged within the demo.
 About one prediction in 5,000 is malformed (invalid JSON or a wrong-typed feature) and goes
 to the dead-letter topic, so that path shows on /metrics too.
 """
@@ -28,6 +30,7 @@ import orjson
 
 from monitor.sinks.render import SLICE_RATE
 from monitor.synth import (
+    SECURITY_RULES,
     Change,
     ModelSpec,
     config_models_toml,
@@ -125,9 +128,11 @@ def demo_config_text(ref_dir: Path, state_dir: Path, http_port: int, bootstrap: 
     ]
     text = "\n".join(parts) + "\n"
     for spec in demo_specs():
-        rules = default_rules(acc_warn=0.68, acc_alert=0.62) + EXTRA_RULES + BEYOND_RULES
+        rules = default_rules(acc_warn=0.68, acc_alert=0.62) + EXTRA_RULES + BEYOND_RULES + SECURITY_RULES
         text += config_models_toml(spec, reference=(ref_dir / f"{spec.name}.json").as_posix(),
                                    rules=rules + (ATTRIBUTION_RULES if spec.attributions else ""),
+                                   # a 30-minute traffic season: the baseline is judged within the demo
+                                   tables={"security": {"period_seconds": 1800.0, "slot_seconds": 300.0}},
                                    pane_seconds=60.0, window_panes=10, allowed_lateness_seconds=30.0,
                                    high_risk=spec.name == "credit-risk")
     return text

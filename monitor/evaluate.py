@@ -29,6 +29,7 @@ from detectors.slices import degraded_subgroup, rank_slices
 from detectors.wasserstein import bin_points
 from monitor.panes import Layout, Pane
 from monitor.policy import FAIRNESS_METRICS, Evaluation
+from monitor.security import SecurityLayout, TrafficWatch, security_evaluations
 from monitor.slicing import SliceLayout
 
 log = logging.getLogger("driftline.evaluate")
@@ -82,6 +83,8 @@ def layout_from_profile(model_cfg, profile: ReferenceProfile, sample_per_pane: i
         except ValueError as e:
             log.warning("model %s: no score calibration (%s); estimates assume calibrated scores",
                         model_cfg.name, e)
+    security = (SecurityLayout.build(model_cfg.security, profile, numeric, categorical)
+                if model_cfg.security.enabled else None)
     return Layout(
         model=model_cfg.name,
         task=model_cfg.task,
@@ -100,6 +103,7 @@ def layout_from_profile(model_cfg, profile: ReferenceProfile, sample_per_pane: i
         attribution_features=attribution,
         slicing=slicing,
         calibrator=calibrator,
+        security=security,
     )
 
 
@@ -151,9 +155,14 @@ class Evaluator:
             np.array([profile.attribution[f] for f in L.attribution_features], dtype=np.float64)
             if L.attribution_features else None
         )
+        # the seasonal traffic baseline, learned from the panes this evaluator is given
+        self.traffic = TrafficWatch(model_cfg.security, model_cfg.pane_seconds) if L.security is not None else None
 
     # -------------------------------------------------------------------------------------
-    def evaluate(self, window: Pane, window_start: float, window_end: float) -> list[Evaluation]:
+    def evaluate(self, window: Pane, window_start: float, window_end: float,
+                 pane: Pane | None = None) -> list[Evaluation]:
+        """The window's evaluations; ``pane`` (the window's newest pane) is judged against
+        the traffic baseline and then learned by it, so give each pane once, in order."""
         out: list[Evaluation] = []
         ev = lambda metric, scope, value, n, **kw: out.append(  # noqa: E731
             Evaluation(self.cfg.name, metric, scope, value, window_start, window_end, int(round(float(n))), **kw)
@@ -165,6 +174,8 @@ class Evaluator:
         self._multivariate(window, ev)
         self._attribution(window, ev)
         self._subgroups(window, ev)
+        if self.layout.security is not None:
+            security_evaluations(window, pane, self.traffic, self.layout.security, self.confidence, ev)
         return out
 
     def _drift(self, w: Pane, ev) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from monitor.decode import Failure, RecordDecoder
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
+from monitor.security import add_violations
 
 __all__ = ["ingest"]
 
@@ -21,6 +22,8 @@ def ingest(pipeline: Pipeline, decoder: RecordDecoder, kind: str, partition: int
         for batch in batches.values():
             pipeline.add_predictions(partition, batch)
         n_ok = sum(len(b) for b in batches.values())
+        if failures:
+            add_violations(pipeline, partition, failures)  # schema_violation_rate per model
     else:
         batch, failures = decoder.decode_labels(values)
         pipeline.add_labels(partition, batch)

@@ -73,6 +73,7 @@ class Layout:
     # detectors.cbpe.ScoreCalibrator fitted on the reference, or None: label-free estimates,
     # and each joined outcome's expected error in the slices
     calibrator: Any = None
+    security: Any = None  # monitor.security.SecurityLayout, or None ([models.security] off)
 
     def __post_init__(self) -> None:
         self._sens_codes = [_group_codes(vocab) for vocab in self.groups]
@@ -212,6 +213,12 @@ class Pane:
             self.recon = None
         self.attr = AttributionSketch(L.attribution_features) if L.attribution_features else None
         self.slices: SliceCounts | None = L.slicing.counts() if L.slicing is not None else None
+        # security signals: inputs outside the reference's support, dead-lettered records
+        # of this model, and a count-min sketch of rounded input cells (hashes only)
+        self.n_outside = 0
+        self.outside_by = np.zeros(len(L.numeric) + len(L.categorical), dtype=np.int64)  # per feature
+        self.n_invalid = 0
+        self.dups = L.security.sketch() if L.security is not None else None
         feats = L.numeric + L.categorical
         self.psample = RowSample(L.sample_per_pane, feats + ["__score", "__prediction"])
         self.osample = RowSample(L.sample_per_pane, ["__label"])
@@ -255,6 +262,13 @@ class Pane:
             self.attr.update(attributions)
         if self.slices is not None and slice_codes is not None and n and self.layout.task == "binary":
             self.slices.update_predictions(slice_codes, predicted == 1)
+        sec = self.layout.security
+        if sec is not None and n:
+            codes = sec.codes(category_codes, n)
+            rows, by = sec.outside(numeric, codes)
+            self.n_outside += rows
+            self.outside_by += by
+            self.dups.update(sec.keys(numeric, codes))
 
     def add_outcomes(self, keys: np.ndarray, label_ts: np.ndarray, pred_ts: np.ndarray, score: np.ndarray,
                      predicted: np.ndarray, label: np.ndarray, scope_codes: list[np.ndarray],
@@ -322,7 +336,8 @@ class Pane:
     def _extras(self) -> dict[str, Any]:
         """Sketches added after the first pane format, stored by name: a pane written before
         them restores with them empty."""
-        return {k: s for k, s in (("recon", self.recon), ("attr", self.attr), ("slices", self.slices))
+        return {k: s for k, s in (("recon", self.recon), ("attr", self.attr), ("slices", self.slices),
+                                  ("dups", self.dups))
                 if s is not None}
 
     def _all_sketches(self) -> list[Any]:
@@ -339,6 +354,9 @@ class Pane:
         self.n_predictions += other.n_predictions
         self.n_joined += other.n_joined
         self.label_delay_sum += other.label_delay_sum
+        self.n_outside += other.n_outside
+        self.outside_by = self.outside_by + other.outside_by
+        self.n_invalid += other.n_invalid
         if samples:
             self.psample.merge(other.psample)
             self.osample.merge(other.osample)
@@ -358,6 +376,9 @@ class Pane:
         self.n_predictions -= other.n_predictions
         self.n_joined -= other.n_joined
         self.label_delay_sum -= other.label_delay_sum
+        self.n_outside -= other.n_outside
+        self.outside_by = self.outside_by - other.outside_by
+        self.n_invalid -= other.n_invalid
         return self
 
     # -- state ----------------------------------------------------------------------------
@@ -378,6 +399,9 @@ class Pane:
             "n_predictions": self.n_predictions,
             "n_joined": self.n_joined,
             "label_delay_sum": self.label_delay_sum,
+            "n_outside": self.n_outside,
+            "outside_by": self.outside_by.tolist(),
+            "n_invalid": self.n_invalid,
             "sketches": [s.to_dict() for s in self._sketches()],
             "extras": {k: s.to_dict() for k, s in self._extras().items()},
             "errors": self.errors.tolist(),
@@ -394,6 +418,12 @@ class Pane:
         p.n_predictions = int(d["n_predictions"])
         p.n_joined = int(d["n_joined"])
         p.label_delay_sum = float(d["label_delay_sum"])
+        # absent in panes written before the security signals: nothing was counted
+        p.n_outside = int(d.get("n_outside", 0))
+        p.n_invalid = int(d.get("n_invalid", 0))
+        by = d.get("outside_by")
+        if by is not None and len(by) == p.outside_by.size:
+            p.outside_by = np.asarray(by, dtype=np.int64)
         mine = p._sketches()
         if len(mine) != len(d["sketches"]):
             raise ValueError("pane state does not match the model layout (reference changed?)")

@@ -248,7 +248,7 @@ class ModelRuntime:
         self.labels_since_retrain += pane.n_joined
         ws = self.panes[0].start
         we = pane.start + self.pane
-        evals = self.evaluator.evaluate(self.window, ws, we)
+        evals = self.evaluator.evaluate(self.window, ws, we, pane=pane)
         for name, det in self.detectors.items():
             hits = det.update_many(pane.errors) if pane.errors.size else np.zeros(0, dtype=np.int64)
             rule = next(r for r in self.cfg.rules if r.name == name)
@@ -355,6 +355,7 @@ class ModelRuntime:
             "policy": self.policy.to_dict(),
             "detectors": {k: d.to_dict() for k, d in self.detectors.items()},
             "labels_since_retrain": self.labels_since_retrain,
+            "traffic": self.evaluator.traffic.to_dict() if self.ready and self.evaluator.traffic else None,
         }
         return _pack.encode(state)
 
@@ -377,6 +378,8 @@ class ModelRuntime:
             if k in self.detectors:
                 self.detectors[k] = detector_from_dict(d)
         self.labels_since_retrain = s["labels_since_retrain"]
+        if self.ready and self.evaluator.traffic is not None and s.get("traffic"):
+            self.evaluator.traffic.load(s["traffic"])
 
 
 def _col(a: np.ndarray) -> dict:

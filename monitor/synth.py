@@ -9,8 +9,11 @@ so accuracy holds), an accuracy drop (a share of labels flipped), a confidence d
 numeric features shrink towards 0, so scores move to the middle and accuracy falls while
 the model stays calibrated: visible to label-free estimates), a correlation flip (two
 features' correlation changes sign, their marginals stay), a degraded slice (labels
-flipped within one pair of categories), a label stop (no labels after a time) and a
-reweight (a new model version multiplies one feature's weight by ``factor``).
+flipped within one pair of categories), a label stop (no labels after a time), a
+reweight (a new model version multiplies one feature's weight by ``factor``), a traffic
+spike (the rate times ``factor`` until ``until``) and a probe (extra queries at ``rate``
+per second until ``until``, all within ``spread`` standard deviations of one point: a
+near-duplicate burst). ``ModelSpec.diurnal`` gives the rate a daily cycle.
 With ``attributions`` each prediction carries the exact per-feature contributions to the
 logit (a linear model's SHAP values with independent features). Everything is vectorised and seeded.
 """
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ModelSpec", "Change", "generate", "reference_frame", "reference_profile", "config_models_toml",
-           "default_rules"]
+           "default_rules", "SECURITY_RULES"]
 
 # config.toml's example rules (drift, accuracy, selection-rate parity); the accuracy
 # levels depend on the synthetic model's reference accuracy, so they are parameters.
@@ -60,6 +63,42 @@ severity = "critical"
 """
 
 
+#: config.toml's default security rules (thresholds as documented there).
+SECURITY_RULES = """
+[[models.rules]]
+name = "traffic-anomaly"
+metric = "traffic_rate_anomaly"
+warn = 4.0
+alert = 6.0
+min_samples = 10
+for = 2
+
+[[models.rules]]
+name = "near-duplicate-burst"
+metric = "near_duplicate_share"
+warn = 0.05
+alert = 0.1
+min_samples = 200
+for = 2
+
+[[models.rules]]
+name = "out-of-support"
+metric = "out_of_support_share"
+warn = 0.05
+alert = 0.1
+min_samples = 200
+for = 2
+
+[[models.rules]]
+name = "schema-violations"
+metric = "schema_violation_rate"
+warn = 0.01
+alert = 0.05
+min_samples = 200
+for = 2
+"""
+
+
 def default_rules(acc_warn: float, acc_alert: float) -> str:
     """The ``[[models.rules]]`` TOML of the example rules with the given accuracy levels."""
     return _RULES.format(acc_warn=acc_warn, acc_alert=acc_alert)
@@ -80,6 +119,9 @@ class Change:
     flip: float = 0.3  # accuracy_drop, slice_errors: share of labels flipped
     other: str = ""  # correlation_flip: the second feature (with ``feature``)
     where: dict[str, str] = field(default_factory=dict)  # slice_errors: categorical feature -> category
+    until: float = float("inf")  # traffic_spike, probe: end (seconds after the stream start)
+    rate: float = 0.0  # probe: extra queries per second
+    spread: float = 0.01  # probe: standard deviation of the perturbations
 
 
 @dataclass
@@ -95,6 +137,7 @@ class ModelSpec:
     # (feature, feature, rho): pairs of numeric features correlated in every draw
     correlated: list[tuple[str, str, float]] = field(default_factory=list)
     attributions: bool = False  # records carry per-feature attributions
+    diurnal: float = 0.0  # relative amplitude of a daily rate cycle (0: constant rate)
 
     @property
     def numeric(self) -> list[str]:
@@ -167,9 +210,25 @@ def _draw(spec: ModelSpec, n: int, rng: np.random.Generator, t: np.ndarray | Non
 def generate(spec: ModelSpec, start: float, duration: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Prediction and label records (dicts, as the producer would send them), each sorted by time."""
     rng = np.random.default_rng(seed)
-    n = rng.poisson(spec.rate * duration)
-    t = np.sort(rng.random(n) * duration)
+    spikes = [c for c in spec.changes if c.kind == "traffic_spike"]
+    if spec.diurnal or spikes:
+        t = _arrivals(spec, start, duration, spikes, rng)
+        n = t.size
+    else:
+        n = rng.poisson(spec.rate * duration)
+        t = np.sort(rng.random(n) * duration)
     X, C, S, score, y, attr = _draw(spec, n, rng, t)
+    probe = np.zeros(n, dtype=bool)
+    for c in spec.changes:
+        if c.kind == "probe":
+            tp, Xp, Cp, Sp, sp, yp, ap = _probe(spec, c, duration, rng)
+            order = np.argsort(np.concatenate([t, tp]), kind="stable")
+            t = np.concatenate([t, tp])[order]
+            X, C, score, y, attr = (np.concatenate([a, b])[order] for a, b in ((X, Xp), (C, Cp), (score, sp),
+                                                                               (y, yp), (attr, ap)))
+            S = {a: np.concatenate([S[a], Sp[a]])[order] for a in S}
+            probe = np.concatenate([probe, np.ones(tp.size, dtype=bool)])[order]
+            n = t.size
     ts = start + t
     Ar = np.round(attr, 6).tolist() if spec.attributions else None
     names = spec.numeric + spec.categorical
@@ -191,7 +250,7 @@ def generate(spec: ModelSpec, start: float, duration: float, seed: int = 0) -> t
         })
         if Ar is not None:
             preds[-1]["attributions"] = dict(zip(names, Ar[i], strict=True))
-    has_label = rng.random(n) < spec.label_share
+    has_label = (rng.random(n) < spec.label_share) & ~probe
     for c in spec.changes:
         if c.kind == "labels_stop":
             has_label &= t < c.at
@@ -203,6 +262,34 @@ def generate(spec: ModelSpec, start: float, duration: float, seed: int = 0) -> t
     ]
     labels.sort(key=lambda r: r["timestamp"])
     return preds, labels
+
+
+def _arrivals(spec: ModelSpec, start: float, duration: float, spikes: list[Change],
+              rng: np.random.Generator) -> np.ndarray:
+    """Sorted arrival offsets of a Poisson process with the daily cycle and spikes (thinning)."""
+    peak = spec.rate * (1.0 + abs(spec.diurnal)) * max([c.factor for c in spikes] + [1.0])
+    n = rng.poisson(peak * duration)
+    t = np.sort(rng.random(n) * duration)
+    rate = spec.rate * (1.0 + spec.diurnal * np.sin(2.0 * np.pi * (start + t) / 86400.0))
+    for c in spikes:
+        rate = np.where((t >= c.at) & (t < c.until), rate * c.factor, rate)
+    return t[rng.random(n) * peak < rate]
+
+
+def _probe(spec: ModelSpec, c: Change, duration: float, rng: np.random.Generator):
+    """A near-duplicate burst: queries around one point of the reference distribution."""
+    end = min(c.until, duration)
+    n = rng.poisson(c.rate * max(end - c.at, 0.0))
+    t = np.sort(c.at + rng.random(n) * (end - c.at))
+    X, C, S, score, y, attr = _draw(spec, max(n, 1), rng, None)
+    X = np.repeat(X[:1], n, axis=0) + c.spread * rng.standard_normal((n, spec.n_numeric))
+    C = np.repeat(C[:1], n, axis=0)
+    w = np.linspace(1.0, -1.0, spec.n_numeric) if spec.n_numeric else np.zeros(0)
+    cat0 = ((C[:, 0] == 0) * 0.5) if spec.n_categorical else np.zeros(n)
+    score = 1.0 / (1.0 + np.exp(-(-0.8 + (X * (w * 0.6)).sum(axis=1) + cat0)))
+    attr = np.repeat(attr[:1], n, axis=0)
+    S = {a: v[:n] if n <= v.size else np.resize(v, n) for a, v in S.items()}
+    return t, X, C, S, score, (rng.random(n) < score).astype(np.int64), attr
 
 
 def reference_profile(spec: ModelSpec, n: int = 20000, seed: int = 12345, **build_keys: Any):

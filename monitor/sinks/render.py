@@ -47,6 +47,9 @@ def statement(ev: AlertEvent) -> str:
         text += f" [CI {fmt(ev.ci_low)}, {fmt(ev.ci_high)}]"
     if ev.details.get("realised") is not None:
         text += f" (realised {fmt(ev.details['realised'])} on {ev.details.get('realised_n', 0)} labels)"
+    if ev.details.get("direction") in ("spike", "drop"):  # traffic_rate_anomaly: what the pane saw
+        text += (f" ({ev.details.get('count')} events vs {fmt(ev.details.get('expected'))} expected: "
+                 f"{ev.details['direction']} x{fmt(ev.details.get('ratio'))})")
     return f"{text} on {ev.scope}" if ev.scope else text
 
 

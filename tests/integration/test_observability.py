@@ -243,8 +243,8 @@ def test_dashboard_structure() -> None:
     assert model["query"]["query"] == "label_values(driftline_evaluation_runs_total, model)"
     assert model["multi"] and model["includeAll"]
     rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
-    assert rows == ["Stream health", "Drift", "Performance", "Fairness", "Beyond drift", "Alerts and deliveries",
-                    "Checkpoints"]
+    assert rows == ["Stream health", "Drift", "Performance", "Fairness", "Beyond drift", "Security signals",
+                    "Alerts and deliveries", "Checkpoints"]
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
     for p in dash["panels"]:

@@ -72,7 +72,9 @@ def test_example_config_loads_with_documented_defaults():
     m = cfg.model("credit-risk")
     assert m.task == "binary" and m.sensitive == ("sex", "age_band")
     assert [f.name for f in m.features] == ["income", "debt_ratio", "region"]
-    psi, acc, dp = m.rules
+    psi, acc, dp, *security = m.rules
+    assert [r.metric for r in security] == ["traffic_rate_anomaly", "near_duplicate_share", "out_of_support_share",
+                                            "schema_violation_rate"]
     assert (psi.scope, psi.for_, psi.fdr, psi.resolve) == ("feature", 2, 0.05, 0.1)
     assert (acc.direction, acc.warn, acc.alert, acc.resolve) == ("below", 0.8, 0.75, 0.8)
     assert acc.actions == ("notify", "retrain") and acc.cooldown_seconds == 900.0

@@ -91,7 +91,7 @@ def extras(p: Pane) -> dict:
 def test_pane_with_extras_round_trips_exactly_through_json(layout):
     p = pane_of(layout, [(0, 600)])
     d = p.to_dict()
-    assert set(d["extras"]) == {"recon", "attr", "slices"}
+    assert set(d["extras"]) == {"recon", "attr", "slices", "dups"}
     assert d["extras"]["recon"]["count"] == [600] and d["extras"]["slices"]["total_out"] == 600
     # the extras are strict JSON although their inputs hold NaN (the row samples may hold
     # NaN values, so the whole state is compared as text: NaN != NaN)
@@ -122,9 +122,9 @@ def test_state_written_before_the_extras_restores_them_empty(layout):
 def test_extras_of_a_state_are_ignored_when_the_layout_no_longer_watches_them(profile, layout):
     d = pane_of(layout, [(0, 200)]).to_dict()
     plain = make_layout(profile, multivariate={"enabled": False}, attributions={"enabled": False},
-                        slices={"enabled": False})
+                        slices={"enabled": False}, security={"enabled": False})
     q = Pane.from_dict(plain, d)
-    assert q.recon is None and q.attr is None and q.slices is None
+    assert q.recon is None and q.attr is None and q.slices is None and q.dups is None
     assert q.to_dict()["extras"] == {} and q.n_predictions == 200
 
 
