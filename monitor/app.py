@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from monitor.audit import AuditLog
 from monitor.config import audit_topic
 from monitor.decode import FAILURE_CODES, RecordDecoder
-from monitor.errors import ConfigError, StateError
+from monitor.errors import AuditTopicError, ConfigError, StateError
 from monitor.fetcher import FetchProcess
 from monitor.http import report_link
 from monitor.ingest import ingest
@@ -186,7 +186,14 @@ class App:
 
         a = self.config.audit
         topic = audit_topic(self.config)
-        ensure_audit_topic(self._client_common(), topic, a.partitions, a.replication_factor)
+        try:
+            ensure_audit_topic(self._client_common(), topic, a.partitions, a.replication_factor)
+        except AuditTopicError as exc:
+            if self.config.state.backend != "kafka":
+                raise
+            raise StateError(f'state.backend = "kafka" needs Apache Kafka (transactions, compacted and '
+                             f"infinite-retention topics it can check): {exc}. The embedded broker of "
+                             '`driftline demo` runs with state.backend = "sqlite"') from exc
         return TopicAuditLog.standalone(self._client_common(), topic, f"instance/{instance_id(self.config)}",
                                         read_timeout_seconds=a.read_timeout_seconds)
 
@@ -719,5 +726,11 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.WARNING)
     config = load_config(args.config)
-    app = App(config, config_source=str(args.config), profile_base=Path(args.config).resolve().parent)
-    return app.run()
+    try:
+        app = App(config, config_source=str(args.config), profile_base=Path(args.config).resolve().parent)
+        return app.run()
+    except (StateError, AuditTopicError) as exc:
+        # the state cannot be trusted or reached: say why and exit non-zero (a supervisor
+        # restarts the process, which restores from the last committed checkpoint)
+        log.error("driftline run stopped: %s", exc)
+        return 1

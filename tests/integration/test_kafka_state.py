@@ -324,3 +324,23 @@ def test_a_paused_member_whose_partitions_moved_is_fenced(kafka, tmp_path):
     assert dup == 0, f"{dup} evaluations were written twice"
     replayed, _ = _replay(cfg_b, case, tmp_path)
     _check_against_replay(got, replayed)
+
+
+def test_the_embedded_broker_runs_the_sqlite_backend_and_refuses_the_kafka_one(tansu, tmp_path):
+    """Tansu (`driftline demo`'s broker) has transactions but no DescribeConfigs, so the
+    monitor cannot check that its changelog is compacted and its audit topic kept forever:
+    `driftline run` with state.backend = "kafka" stops at once and says why (the demo and
+    the daemon tests on Tansu use the SQLite backend)."""
+    bootstrap = servers(tansu)
+    case = make_case(tmp_path, minutes=3, rate=2.0, seed=1)
+    topics = Topics.unique("tansu-kstate")
+    create_topics(bootstrap, topics.all(), 2)
+    cfg = _config(case, bootstrap, topics, f"tansu-{time.time_ns()}", tmp_path / "state", None, tmp_path / "c.toml")
+    d = Daemon(cfg, tmp_path / "d.log").start()
+    try:
+        assert d.proc.wait(timeout=120) == 1
+    finally:
+        d.stop_quietly()
+    log = d.text()
+    assert 'state.backend = "kafka" needs Apache Kafka' in log and "DescribeConfigs" in log, log[-3000:]
+    assert "Traceback" not in log

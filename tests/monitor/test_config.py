@@ -695,3 +695,37 @@ def test_line_map_finds_the_right_occurrence(shape, noise, tricky, data):
         others = [str(err) for err in e.errors if not err.key.endswith(("min_samples", ".warn"))]
         assert not others, others
     assert got == expected
+
+
+# -- state.backend = "kafka" ------------------------------------------------------------------
+def test_kafka_backend_needs_a_reference_for_every_model():
+    text = EXAMPLE.read_text().replace("[state]\n", '[state]\nbackend = "kafka"\n', 1)
+    line = text.splitlines().index('backend = "kafka"') + 1
+    with pytest.raises(ConfigError) as e:
+        load_config_text(text, "config.toml", env={})
+    msg = str(e.value)
+    assert f"config.toml:{line}: state.backend" in msg and "credit-risk" in msg and "reference" in msg
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("chunk_bytes = 10", "state.chunk_bytes: must be between 1024"),
+    ("replication_factor = 0", "state.replication_factor: must be -1"),
+    ("model_partitions = 0", "state.model_partitions"),
+    ('topic_prefix = "a b"', "state.topic_prefix: must be a Kafka topic name prefix"),
+    ('backend = "etcd"', "state.backend"),
+])
+def test_kafka_state_keys_are_checked(line, message):
+    text = EXAMPLE.read_text().replace("[state]\n", f"[state]\n{line}\n", 1)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config_text(text, "config.toml", env={})
+
+
+def test_audit_goes_to_a_topic_with_the_kafka_backend():
+    from monitor.config import audit_topic, internal_topic_prefix
+
+    cfg = load_config(EXAMPLE, env={})
+    assert audit_topic(cfg) == "" and internal_topic_prefix(cfg) == cfg.kafka.group_id
+    text = EXAMPLE.read_text().replace("[state]\n", '[state]\nbackend = "kafka"\ntopic_prefix = "dl"\n', 1)
+    text = text.replace('reference = ""', 'reference = "ref.json"')
+    cfg = load_config_text(text, "config.toml", env={})
+    assert audit_topic(cfg) == "dl-audit"
