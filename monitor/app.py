@@ -138,6 +138,7 @@ class App:
                                  stage2=not kafka_backend)
         # state.backend = "kafka": stage 2, the changelogs and the transaction (monitor/kstate.py)
         self.kstate: KafkaState | None = KafkaState(self) if kafka_backend else None
+        self.commands = None  # kafka backend: the oversight command bus (started in run())
         self._zero_series()
         self.reports = ReportWriter.from_config(config)
         # Evidently takes seconds per report: never on the poll loop
@@ -261,11 +262,18 @@ class App:
             oversight=self.oversight, api_token=h.api_token, max_body_bytes=h.max_body_bytes,
             rate_limit_per_minute=h.rate_limit_per_minute, reports_dir=self.config.reports.dir,
             models=self.model_summaries,
-            on_approve=lambda req: self.serving.send_due() if "action" in req else (
-                self.retrain_sender.send_due() if self.retrain_sender else None),
+            on_approve=self._on_approve,
+            commands=self.commands,
         )
         self.http.start()
         log.info("serving /metrics /livez /readyz /api on http://%s:%s", self.http_host, self.http.port)
+
+    def _on_approve(self, req: dict) -> None:
+        """An approved request goes out now (the scheduler retries it otherwise)."""
+        if "action" in req:
+            self.serving.send_due()
+        elif self.retrain_sender is not None:
+            self.retrain_sender.send_due()
 
     # -- health ------------------------------------------------------------------------------
     def live(self) -> bool:
@@ -446,6 +454,7 @@ class App:
         self.consumer = self._make_consumer()
         if self.kstate is not None:
             self.kstate.start()
+            self.commands = self.kstate.start_commands()
         self._start_http()
         self.deliverer.start()
         s = self.config
@@ -642,9 +651,20 @@ class App:
         self.pipeline.update_gauges()
         self._summaries = self._build_summaries()
 
-    def _record_outputs(self, conn, transitions, retrains, now: float) -> None:
+    def _record_outputs(self, conn, transitions, retrains, now: float, notify: bool = True) -> None:
         """Alert transitions and retrain requests into the oversight tables and the outbox
-        (in the caller's state transaction)."""
+        (in the caller's state transaction). ``notify=False`` rebuilds the tables only, from
+        transitions whose notifications a previous owner already handled."""
+        if not notify:
+            with self.oversight.quiet():
+                self.oversight.record_transitions(conn, transitions)
+                for r in retrains:
+                    t = r["alert"]
+                    self.oversight.propose_retrain(
+                        conn, r["model"], f"{t.rule}: {t.metric} {t.scope} = {t.value}",
+                        (t.window_start, t.window_end), {"alert": transition_record(t)}, r["labels_since_last"],
+                        self.config.model(r["model"]).high_risk, t.window_end)
+            return
         if transitions:
             self.oversight.record_transitions(conn, transitions)
             self.serving.propose(conn, transitions)
@@ -694,6 +714,7 @@ class App:
             # before the consumer: kafka-python's close() runs the rebalance listener
             ("fetch process", lambda: self.fetcher is not None and self.fetcher.stop()),
             ("consumer", lambda: self.consumer is not None and self.consumer.close(autocommit=False)),
+            ("command bus", lambda: self.commands is not None and self.commands.close()),
             ("Kafka state", lambda: self.kstate is not None and self.kstate.close()),
             ("producer", lambda: self.producer is not None and self.producer.close(timeout=10)),
             ("audit log", self.audit.close),

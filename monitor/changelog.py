@@ -83,6 +83,10 @@ class InternalTopics:
     def transitions(self) -> str:
         return f"{self.prefix}-transitions"
 
+    @property
+    def commands(self) -> str:
+        return f"{self.prefix}-commands"
+
     def specs(self, input_partitions: int, model_partitions: int) -> dict[str, tuple[int, dict[str, str]]]:
         """topic -> (partitions, configs) as `driftline run` creates them."""
         compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "3600000"}

@@ -169,6 +169,7 @@ class HttpServer:
         models: Callable[[], list[dict]] = list,
         *,
         on_approve: Callable[[dict], None] | None = None,
+        commands: Any = None,
         clock: Callable[[], float] = time.time,
         limiter_clock: Callable[[], float] = time.monotonic,
     ):
@@ -189,6 +190,9 @@ class HttpServer:
         self.reports_dir = Path(reports_dir) if reports_dir else None
         self.models = models
         self.on_approve = on_approve
+        # state.backend = "kafka": actions become commands on the commands topic, applied by
+        # the replica that owns the model (monitor.commands); answered 202
+        self.commands = commands
         self.clock = clock
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -286,6 +290,8 @@ class HttpServer:
         body = body or {}
         who = body.get("who")
         now = self.clock()
+        if self.commands is not None:
+            return self._command(parts, path, body, who, now)
         if len(parts) == 3 and parts[0] == "alerts" and parts[2] == "ack":
             return 200, ov.acknowledge(parts[1], who, body.get("reason") or "")
         if len(parts) == 3 and parts[0] == "alerts" and parts[2] == "silence":
@@ -308,6 +314,29 @@ class HttpServer:
                 except Exception:  # the approval is recorded; sending is retried by the scheduler
                     log.exception("on_approve hook failed for retrain %s", parts[1])
             return 200, req
+        raise _HttpError(404, f"no such endpoint: POST {path}")
+
+    def _command(self, parts: list[str], path: str, body: dict, who: Any, now: float) -> tuple[int, Any]:
+        """The POST endpoints as commands: the same arguments, checked here as far as a
+        replica can without the target; 202 once the command is on the topic."""
+        submit = self.commands.submit
+        if len(parts) == 3 and parts[0] == "alerts" and parts[2] == "ack":
+            return 202, submit("ack", parts[1], {"reason": body.get("reason") or ""}, who)
+        if len(parts) == 3 and parts[0] == "alerts" and parts[2] == "silence":
+            return 202, submit("silence", parts[1], {"reason": body.get("reason"), "until": _time_arg(body, now)}, who)
+        if parts == ["silences"]:
+            if not isinstance(body.get("model"), str) or not body["model"]:
+                raise _HttpError(400, "model is required (a silence by model, optionally with rule)")
+            return 202, submit("silence", "", {"reason": body.get("reason"), "until": _time_arg(body, now),
+                                               "model": body["model"], "rule": body.get("rule")}, who)
+        if len(parts) == 3 and parts[0] == "models" and parts[2] == "override":
+            active = body.get("active", True)
+            if not isinstance(active, bool):
+                raise _HttpError(400, f"active must be true or false, got {active!r}")
+            until = _time_arg(body, now) if ("until" in body or "duration_seconds" in body) else None
+            return 202, submit("override", parts[1], {"why": body.get("why"), "active": active, "until": until}, who)
+        if len(parts) == 3 and parts[0] == "retrains" and parts[2] in ("approve", "reject"):
+            return 202, submit(parts[2], parts[1], {"reason": body.get("reason")}, who)
         raise _HttpError(404, f"no such endpoint: POST {path}")
 
     def report_file(self, name: str) -> Path:

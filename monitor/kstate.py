@@ -130,7 +130,12 @@ class KafkaState:
         self._delivery_marks: dict[int, list[tuple[int, int]]] = defaultdict(list)
         self._delivery_committed: dict[int, int] = {}
         self._delivered_through: dict[int, int] = {}
+        # transitions partitions to read from their start: records before the committed
+        # delivery offset rebuild the oversight tables (alerts, requests) without notifying
+        self._rewind: set[int] = set()
+        self._rebuild_until: dict[int, int] = {}
         self.fenced = False
+        self.commands = None
 
     # -- start-up ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -170,6 +175,23 @@ class KafkaState:
         # also delivers its notifications, and one transaction commits both offsets
         self.models_consumer.subscribe([self.topics.panes, self.topics.transitions],
                                        listener=_Listener(self._models_assigned, self._models_revoked))
+
+    def start_commands(self):
+        """The oversight command bus on ``<prefix>-commands`` (monitor.commands)."""
+        from monitor.commands import CommandBus
+
+        app = self.app
+
+        def applied(cmd, result) -> None:
+            if cmd.op == "approve":
+                app._on_approve(msgspec.to_builtins(result))
+            app.oversight.flush_audit()
+
+        bus = CommandBus(app._client_common(), self.topics.commands, app.oversight, app.store,
+                         self.settings.replication_factor, on_applied=applied)
+        bus.owned_models = lambda: set(self.stage.runtimes)
+        self.commands = bus
+        return bus
 
     def restoring(self) -> bool:
         return bool(self._inputs_to_restore or self._models_to_restore)
@@ -271,6 +293,7 @@ class KafkaState:
         delivery = sorted(tp.partition for tp in tps if tp.topic == self.topics.transitions)
         if delivery:
             log.info("delivering the notifications of transitions partitions %s", delivery)
+            self._rewind |= set(delivery)
 
     def _models_revoked(self, tps) -> None:
         for tp in tps:
@@ -279,6 +302,8 @@ class KafkaState:
                 self._delivery_marks.pop(part, None)
                 self._delivery_committed.pop(part, None)
                 self._delivered_through.pop(part, None)
+                self._rebuild_until.pop(part, None)
+                self._rewind.discard(part)
                 continue
             self._models_to_restore.discard(part)
             self.owned_panes.discard(part)
@@ -292,7 +317,19 @@ class KafkaState:
         n = self.settings.model_partitions
         return [m.name for m in self.app.config.models if model_partition(m.name, n) == part]
 
+    def _rewind_transitions(self) -> None:
+        c = self.models_consumer
+        for part in sorted(self._rewind):
+            tp = TopicPartition(self.topics.transitions, part)
+            committed = c.committed(tp) or 0
+            self._rebuild_until[part] = committed
+            if committed:
+                c.seek_to_beginning(tp)
+        self._rewind.clear()
+
     def _restore_models(self) -> None:
+        if self._rewind:
+            self._rewind_transitions()
         if not self._models_to_restore:
             return
         c = self.models_consumer
@@ -348,6 +385,8 @@ class KafkaState:
                 self.panes_positions[part] = pos.offset
         out = self.stage.advance() if records else Output()
         self._deliver({tp: recs for tp, recs in records.items() if tp.topic == self.topics.transitions})
+        if self.commands is not None:
+            self.commands.poll()  # new commands, and waiting ones whose alert arrived above
         return out
 
     # -- the checkpoint transaction --------------------------------------------------------------
@@ -473,10 +512,12 @@ class KafkaState:
                 transitions = [decode_alert(b) for b in msg["transitions"]]
                 retrains = [{"model": msg["model"], "alert": decode_alert(x["alert"]),
                              "labels_since_last": x["labels_since_last"]} for x in msg["retrains"]]
+                rebuild = r.offset < self._rebuild_until.get(tp.partition, 0)
                 with app.store.transaction() as conn:
-                    app._record_outputs(conn, transitions, retrains, float(msg["at"]))
+                    app._record_outputs(conn, transitions, retrains, float(msg["at"]), notify=not rebuild)
                     top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0]
-                self._delivery_marks[tp.partition].append((r.offset + 1, top))
+                if not rebuild:
+                    self._delivery_marks[tp.partition].append((r.offset + 1, top))
             app.deliverer.wake()
         if records:
             app.oversight.flush_audit()

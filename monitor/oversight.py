@@ -34,6 +34,7 @@ Notification rules (:meth:`Oversight.should_notify`):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -187,6 +188,7 @@ class Oversight:
         self.metrics = metrics
         self.clock = clock
         self._flush_lock = threading.Lock()
+        self._quiet = False
         with store.transaction() as conn:
             ensure_schema(conn)
         self.flush_audit()
@@ -216,6 +218,8 @@ class Oversight:
         ref: str | None = None,
         now: float | None = None,
     ) -> None:
+        if self._quiet:
+            return
         # The entry's time is the decision's wall-clock time so the log reads in order;
         # event times (windows) live in the data.
         at = self.clock()
@@ -227,6 +231,16 @@ class Oversight:
             "INSERT INTO audit_pending(ref, kind, model, actor, data, at) VALUES (?,?,?,?,?,?)",
             (ref, kind, model, actor, payload, at),
         )
+
+    @contextlib.contextmanager
+    def quiet(self):
+        """Rebuild tables from records already audited (a new owner replaying the transitions
+        topic, state.backend = "kafka") without auditing them a second time."""
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
 
     def flush_audit(self) -> int:
         """Move committed audit_pending rows to the audit log, in order. Returns entries written.

@@ -344,3 +344,78 @@ def test_the_embedded_broker_runs_the_sqlite_backend_and_refuses_the_kafka_one(t
     log = d.text()
     assert 'state.backend = "kafka" needs Apache Kafka' in log and "DescribeConfigs" in log, log[-3000:]
     assert "Traceback" not in log
+
+
+def _api(d: Daemon, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    import urllib.request
+
+    req = urllib.request.Request(d.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {os.environ['DRIFTLINE_TEST_API_TOKEN']}",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_an_acknowledgement_through_any_replica_reaches_the_owner_and_survives_it(kafka, tmp_path):
+    """Two replicas; an alert fires on the model's owner; a person acknowledges it through
+    the *other* replica's API (202: a command on the commands topic); the owner applies it.
+    Then the owner is killed: the survivor takes the model over, rebuilds its alerts from
+    the transitions topic, applies the same command, and shows the alert acknowledged."""
+    bootstrap = servers(kafka)
+    case = make_case(tmp_path, minutes=20, rate=8.0, seed=2,
+                     changes=[Change("covariate_shift", 6 * 60.0, feature="num_01", shift=1.0)])
+    topics = Topics.unique("commands")
+    create_topics(bootstrap, topics.all(), 2)
+    group = f"commands-{time.time_ns()}"
+    internal = InternalTopics(group)
+    os.environ["DRIFTLINE_TEST_API_TOKEN"] = "t0ken-for-the-commands-test"
+    procs = {}
+    for n in "ab":
+        cfg = _config(case, bootstrap, topics, group, tmp_path / f"state-{n}", None, tmp_path / f"{n}.toml")
+        cfg.write_text(cfg.read_text().replace("[http]\n", '[http]\napi_token = "${DRIFTLINE_TEST_API_TOKEN}"\n'))
+        procs[n] = Daemon(cfg, tmp_path / f"{n}.log")
+    prod = Producer(bootstrap)
+    try:
+        for d in procs.values():
+            d.start()
+        for d in procs.values():
+            d.wait_http(90)
+        prod.send(topics.predictions, case.preds)
+        prod.send(topics.labels, case.labels)
+        wait_until(lambda: _settled(bootstrap, group, [topics.predictions, topics.labels], internal), 180,
+                   "both replicas to consume everything")
+
+        def owner():
+            for n, d in procs.items():
+                if any(m["name"] == "m" for m in _api(d, "GET", "/api/models")[1].get("models", [])):
+                    alerts = _api(d, "GET", "/api/alerts?model=m")[1]["alerts"]
+                    if alerts:
+                        return n, alerts
+            return None
+
+        own, alerts = wait_until(owner, 60, "the owner to list the fired alert")
+        other = next(n for n in procs if n != own)
+        alert = next(a for a in alerts if a["state"] == "firing")
+        # the other replica does not hold the alert, yet accepts the acknowledgement
+        assert _api(procs[other], "GET", f"/api/alerts/{alert['id']}")[0] == 404
+        status, body = _api(procs[other], "POST", f"/api/alerts/{alert['id']}/ack",
+                            {"who": "alice", "reason": "known shift"})
+        assert status == 202 and body["status"] == "accepted", body
+        assert _api(procs[other], "POST", f"/api/alerts/{alert['id']}/ack", {"who": ""})[0] == 400
+
+        def acked(d):
+            st, a = _api(d, "GET", f"/api/alerts/{alert['id']}")
+            return st == 200 and (a.get("acknowledged") or {}).get("by") == "alice" and a
+
+        wait_until(lambda: acked(procs[own]), 30, "the owner to apply the acknowledgement")
+        procs[own].kill()
+        wait_until(lambda: acked(procs[other]), 120, "the survivor to take the model over and apply it")
+        assert procs[other].terminate() == 0
+        _no_traceback(procs[other])
+    finally:
+        prod.close()
+        for d in procs.values():
+            d.stop_quietly()
