@@ -217,6 +217,9 @@ class App:
                 m.deliveries.labels(sink, outcome)
             m.outbox_pending.labels(sink)
             m.outbox_oldest_age.labels(sink)
+        for kind in ("partition", "model"):
+            m.state_restore_seconds.labels(kind)
+            m.state_restore_records.labels(kind)
         for model in self.config.models:
             m.late_events.labels(model.name)
             m.panes_closed.labels(model.name)
