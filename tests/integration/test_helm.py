@@ -1,5 +1,7 @@
 """The Helm chart, rendered by the real helm: lint, Kubernetes schema validation, security,
-secrets, monitoring toggles, and the rendered config.toml loaded by Driftline itself.
+secrets, monitoring toggles, the state backends (Kafka by default, several replicas, no PVC;
+SQLite for one replica) with their render-time refusals, and the rendered config.toml loaded
+by Driftline itself.
 
 Tools: helm (built by scripts/provision.sh into .cache/bin) and kubeconform with the
 Kubernetes JSON schemas that provision.sh extracts offline into .cache/k8s-schemas. Missing
@@ -325,6 +327,231 @@ def test_config_change_rolls_the_pods(helm: str) -> None:
     b = workload(render(helm, "--set", "config.kafka.group_id=other"))["spec"]["template"][
         "metadata"]["annotations"]["checksum/config"]
     assert a != b
+
+
+# -- state: Kafka by default, several replicas, no PVC ---------------------------------------
+
+
+def _models_with(**changes) -> list[dict]:
+    """values.yaml's models with the first model's keys changed (helm replaces lists whole)."""
+    models = yaml.safe_load((CHART / "values.yaml").read_text())["config"]["models"]
+    models[0].update(changes)
+    return models
+
+
+def _values_file(tmp_path: Path, values: dict) -> str:
+    path = tmp_path / "override-values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_defaults_run_several_replicas_on_kafka_state_without_a_claim(helm: str) -> None:
+    docs = render(helm)
+    w = workload(docs)
+    pod = w["spec"]["template"]["spec"]
+    assert w["kind"] == "Deployment"
+    assert w["spec"]["replicas"] > 1
+    # No PVC anywhere: the state directory is an emptyDir, a cache of the changelog.
+    assert not by_kind(docs, "PersistentVolumeClaim") and "volumeClaimTemplates" not in w["spec"]
+    cfg = tomllib.loads(config_toml(docs))
+    assert cfg["state"]["backend"] == "kafka"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (c,) = pod["containers"]
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert volumes[mounts[cfg["state"]["dir"]]["name"]] == {"name": "state", "emptyDir": {}}
+    # Every model's reference lies in a read-only mount of the reference profiles.
+    for m in cfg["models"]:
+        (mount,) = [mp for mp in mounts if Path(m["reference"]).is_relative_to(mp)]
+        assert mounts[mount]["readOnly"] is True
+        assert volumes[mounts[mount]["name"]]["configMap"] == {"name": "driftline-references"}
+    # Rollouts and drains take one pod at a time and leave the others running.
+    assert w["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] < w["spec"]["replicas"]
+    assert pdb["spec"]["selector"]["matchLabels"] == w["spec"]["selector"]["matchLabels"]
+    # Pods spread over nodes, counting exactly this release's pods.
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway" and spread["maxSkew"] == 1
+    assert spread["labelSelector"]["matchLabels"] == w["spec"]["selector"]["matchLabels"]
+    # A pod that restores is not ready; a graceful stop has time for its last transaction,
+    # longer than the broker waits before aborting one left open.
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert pod["terminationGracePeriodSeconds"] * 1000 > cfg["state"]["transaction_timeout_ms"]
+
+
+def test_default_config_resolves_to_the_kafka_backend(helm: str, tmp_path: Path) -> None:
+    """Driftline's own loader reads the chart's defaults as the kafka backend with every model's
+    reference set, and refuses the same file with one reference removed, as the chart does."""
+    text = config_toml(render(helm))
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    out = _run([*_driftline_cli(), "check-config", "--config", str(path), "--format", "json"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    resolved = json.loads(out.stdout)
+    assert resolved["state"]["backend"] == "kafka"
+    assert all(m["reference"].startswith("/") for m in resolved["models"])
+    without = text.replace('reference = "/etc/driftline-references/credit-risk.json"', 'reference = ""')
+    assert without != text
+    path.write_text(without)
+    out = _run([*_driftline_cli(), "check-config", "--config", str(path)], cwd=tmp_path)
+    assert out.returncode != 0
+    assert "needs a reference file for every model" in out.stdout + out.stderr
+
+
+def test_sqlite_backend_stays_selectable_for_one_replica(helm: str) -> None:
+    docs = render(helm, "-f", str(CHART / "ci" / "sqlite-values.yaml"))
+    w = workload(docs)
+    assert w["kind"] == "StatefulSet" and w["spec"]["replicas"] == 1
+    cfg = tomllib.loads(config_toml(docs))
+    assert cfg["state"]["backend"] == "sqlite"
+    assert cfg["models"][0]["reference"] == ""  # a warm-up reference is fine with one process
+    # No reference under the mount path: no references volume (and no ConfigMap to wait for).
+    assert "references" not in {v["name"] for v in w["spec"]["template"]["spec"]["volumes"]}
+    # One replica on an emptyDir also renders (a restart re-warms; NOTES say so).
+    w = workload(render(helm, "--set", "config.state.backend=sqlite", "--set", "replicaCount=1"))
+    assert w["kind"] == "Deployment" and w["spec"]["replicas"] == 1
+
+
+def test_references_volume_replaces_the_configmap(helm: str) -> None:
+    docs = render(helm, "-f", str(CHART / "ci" / "ha-sasl-values.yaml"))
+    w = workload(docs)
+    pod = w["spec"]["template"]["spec"]
+    (ref,) = [v for v in pod["volumes"] if v["name"] == "references"]
+    assert ref == {"name": "references",
+                   "persistentVolumeClaim": {"claimName": "driftline-references", "readOnly": True}}
+    (c,) = pod["containers"]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "references"]
+    assert mount == {"name": "references", "mountPath": "/etc/driftline-references", "readOnly": True}
+    # The values' own spread constraints replace the default one.
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+    cfg = tomllib.loads(config_toml(docs))
+    assert cfg["state"]["topic_prefix"] == "driftline-prod" and cfg["state"]["replication_factor"] == 3
+    assert "topologySpreadConstraints" not in workload(
+        render(helm, "--set", "defaultTopologySpread.enabled=false"))["spec"]["template"]["spec"]
+
+
+SQLITE_LOSES = 'loses state: the sqlite backend keeps each pod\'s state'
+NO_REFERENCE = 'config.models[0].reference (model "credit-risk") is empty, but config.state.backend="kafka" needs a reference profile for every model'
+
+
+@pytest.mark.parametrize(
+    ("settings", "values", "message"),
+    [
+        pytest.param(("--set", "config.state.backend=sqlite"), None,
+                     'replicaCount=2 with config.state.backend="sqlite" ' + SQLITE_LOSES, id="sqlite-2-replicas"),
+        # One PVC per pod is not a shared volume: the moved partition's state stays behind.
+        pytest.param(("-f", str(CHART / "ci" / "sqlite-values.yaml"), "--set", "replicaCount=3"), None,
+                     'replicaCount=3 with config.state.backend="sqlite" ' + SQLITE_LOSES, id="sqlite-pvc-3-replicas"),
+        # Unset means Driftline's default, sqlite.
+        pytest.param(("--set", "config.state.backend=null"), None,
+                     'replicaCount=2 with config.state.backend="sqlite" ' + SQLITE_LOSES, id="backend-unset"),
+        pytest.param((), {"config": {"models": _models_with(reference="")}}, NO_REFERENCE, id="kafka-no-reference"),
+        pytest.param(("--set", "replicaCount=1"), {"config": {"models": _models_with(reference="")}}, NO_REFERENCE,
+                     id="kafka-no-reference-one-replica"),
+        pytest.param(("--set", "references.existingConfigMap="), None,
+                     '= "/etc/driftline-references/credit-risk.json" is under references.mountPath, but nothing is '
+                     "mounted there", id="reference-without-source"),
+        pytest.param((), {"config": {"models": _models_with(reference="credit-risk.json")}},
+                     '= "credit-risk.json" is relative', id="relative-reference"),
+        pytest.param((), {"config": {"models": _models_with(reference="/tmp/credit-risk.json")}},
+                     "/tmp is an emptyDir, empty when the pod starts", id="reference-in-tmp"),
+        pytest.param((), {"config": {"models": _models_with(reference="/var/lib/driftline/credit-risk.json")}},
+                     "config.state.dir is Driftline's own state volume", id="reference-in-state-dir"),
+        pytest.param((), {"config": {"models": _models_with(reference="/opt/refs/credit-risk.json")}},
+                     "no volume is mounted there", id="reference-nowhere"),
+        pytest.param(("--set", "references.mountPath=/etc/driftline/references"), None,
+                     'references.mountPath="/etc/driftline/references" must not be /etc/driftline or inside it',
+                     id="references-in-config-mount"),
+    ],
+)
+def test_render_refuses_lossy_or_unreadable_state_settings(
+    helm: str, settings: tuple[str, ...], values: dict | None, message: str, tmp_path: Path
+) -> None:
+    args = [*settings] + (["-f", _values_file(tmp_path, values)] if values else [])
+    out = _run([helm, "template", "driftline", str(CHART), *args])
+    assert out.returncode != 0, f"{args} rendered"
+    assert "execution error" in out.stderr and message in out.stderr, out.stderr
+
+
+def test_a_reference_on_an_extra_volume_renders(helm: str, tmp_path: Path) -> None:
+    """extraVolumeMounts are a valid home for references too (the refusal is not blanket)."""
+    values = {"config": {"models": _models_with(reference="/srv/profiles/credit-risk.json")},
+              "extraVolumes": [{"name": "profiles", "secret": {"secretName": "profiles"}}],
+              "extraVolumeMounts": [{"name": "profiles", "mountPath": "/srv/profiles", "readOnly": True}]}
+    w = workload(render(helm, "-f", _values_file(tmp_path, values)))
+    # The model's reference is elsewhere, so the references ConfigMap is not mounted.
+    assert "references" not in {v["name"] for v in w["spec"]["template"]["spec"]["volumes"]}
+
+
+def _render_notes(helm: str, tmp_path: Path, *args: str) -> str:
+    """NOTES.txt as `helm install` prints it (helm template skips NOTES): a copy of the chart
+    renders it through tpl into a document."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "NOTES.txt").rename(chart / "NOTES.src")
+    (chart / "templates" / "notes-under-test.yaml").write_text(
+        'notes: {{ tpl (.Files.Get "NOTES.src") . | toJson }}\n')
+    out = _run([helm, "template", "driftline", str(chart), "--namespace", "driftline",
+                "--show-only", "templates/notes-under-test.yaml", *args])
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)["notes"]
+
+
+def test_notes_name_the_state_backend(helm: str, tmp_path: Path) -> None:
+    notes = _render_notes(helm, tmp_path)
+    assert "(2 replica(s))" in notes
+    assert "driftline-partition-changelog" in notes and "State is in Kafka" in notes
+    assert "kubectl -n driftline create configmap driftline-references" in notes
+    notes = _render_notes(helm, tmp_path / "b", "--set", "config.state.topic_prefix=mon",
+                          "--set-json", 'references.volume={"secret":{"secretName":"p"}}')
+    assert "mon-partition-changelog" in notes and "create configmap" not in notes
+    notes = _render_notes(helm, tmp_path / "c", "--set", "config.state.backend=sqlite", "--set", "replicaCount=1")
+    assert "sqlite backend: a restarted pod loses its windows" in notes and "State is in Kafka" not in notes
+
+
+# -- the README's topics are the ones Driftline creates -----------------------------------------
+
+
+def _readme_section(title: str) -> str:
+    text = (CHART / "README.md").read_text()
+    start = text.index(f"\n### {title}\n")
+    return text[start:text.index("\n### ", start + 1)]
+
+
+def test_readme_topics_table_matches_what_driftline_creates() -> None:
+    """Oracle: monitor.changelog.InternalTopics.specs, which `driftline run` creates."""
+    from monitor.changelog import InternalTopics
+
+    inputs, models = 7, 5  # distinct, so each row's partition source is unambiguous
+    specs = InternalTopics("driftline").specs(inputs, models)
+    rows = re.findall(r"^\| `<prefix>(-[a-z-]+)` \| ([^|]+) \| ([^|]+) \|", _readme_section("Topics"), flags=re.M)
+    documented: dict[str, tuple[int, dict[str, str]]] = {}
+    previous: dict[str, str] = {}
+    for suffix, partitions, configs in rows:
+        n = inputs if "topics.predictions" in partitions else models if "state.model_partitions" in partitions else None
+        cfg = previous if configs.strip() == "as above" else dict(re.findall(r"`([a-z.]+)=([^`]+)`", configs))
+        documented[f"driftline{suffix}"] = (n, cfg)
+        previous = cfg
+    assert documented == specs
+
+
+def test_readme_precreate_commands_match_what_driftline_creates() -> None:
+    """The kafka-topics.sh lines for a principal without Create make the topics that
+    `driftline run` would (defaults: 6 input partitions, state.model_partitions 6)."""
+    from monitor.changelog import InternalTopics
+
+    section = _readme_section("Topics")
+    common = dict(re.findall(r"--config ([a-z.]+)=(\S+)", re.search(r'^C="([^"]+)"', section, flags=re.M).group(1)))
+    made = {}
+    for line in re.findall(r"^\$K (.+)$", section, flags=re.M):
+        topic = re.search(r"--topic (\S+)", line).group(1)
+        cfg = dict(re.findall(r"--config ([a-z.]+)=(\S+)", line))
+        if "$C" in line:
+            cfg.update(common)
+        made[topic] = (int(re.search(r"--partitions (\d+)", line).group(1)), cfg)
+    assert made == InternalTopics("driftline").specs(6, 6)
 
 
 # -- monitoring objects ---------------------------------------------------------------------

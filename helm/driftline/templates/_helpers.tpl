@@ -141,3 +141,77 @@ namespace's configuration.
 {{- define "driftline.workloadKind" -}}
 {{- ternary "StatefulSet" "Deployment" .Values.persistence.enabled }}
 {{- end }}
+
+{{/* The state backend as Driftline resolves it: "sqlite" when config.state.backend is unset. */}}
+{{- define "driftline.stateBackend" -}}
+{{- $state := .Values.config.state | default dict }}
+{{- toString (default "sqlite" $state.backend) }}
+{{- end }}
+
+{{/* Is the path `.path` the directory `.dir` or inside it? Returns "true" or "". */}}
+{{- define "driftline.isUnder" -}}
+{{- $dir := trimSuffix "/" (toString .dir) }}
+{{- if or (eq .path $dir) (hasPrefix (printf "%s/" $dir) .path) }}true{{ end }}
+{{- end }}
+
+{{/* Is the path `.path` inside one of the volume mounts `.mounts`? Returns "true" or "". */}}
+{{- define "driftline.underExtraMount" -}}
+{{- $path := .path }}
+{{- range $m := .mounts }}
+{{- if include "driftline.isUnder" (dict "path" $path "dir" $m.mountPath) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Does a model's reference lie under references.mountPath (so the pod mounts it)? "true" or "". */}}
+{{- define "driftline.mountsReferences" -}}
+{{- $dir := .Values.references.mountPath }}
+{{- range $m := .Values.config.models }}
+{{- $ref := toString (default "" $m.reference) }}
+{{- if and $ref (include "driftline.isUnder" (dict "path" $ref "dir" $dir)) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Render-time checks of what helm's schema cannot see: combinations that start but lose state,
+and reference paths that no pod can have. Each message names the values to change.
+*/}}
+{{- define "driftline.validateState" -}}
+{{- $backend := include "driftline.stateBackend" . }}
+{{- $stateDir := toString .Values.config.state.dir }}
+{{- $refDir := .Values.references.mountPath }}
+{{- $replicas := int .Values.replicaCount }}
+{{- if and (ne $backend "kafka") (gt $replicas 1) }}
+{{- fail (printf "replicaCount=%d with config.state.backend=%q loses state: the sqlite backend keeps each pod's state (waiting predictions, open panes, windows, offsets, outbox) in its own SQLite file on its own volume (an emptyDir, or one PVC per pod with persistence.enabled), so when Kafka moves a partition to another pod its state stays behind and the new owner starts it empty, and each pod evaluates only its share of every model. No volume fixes that here: one SQLite file is not safe to share between pods over a network filesystem. Set config.state.backend=\"kafka\" (state in changelog topics, see the chart README \"State in Kafka\") or replicaCount=1." $replicas $backend) }}
+{{- end }}
+{{- if include "driftline.isUnder" (dict "path" $refDir "dir" "/etc/driftline") }}
+{{- fail (printf "references.mountPath=%q must not be /etc/driftline or inside it (the config ConfigMap is mounted there, read-only)" $refDir) }}
+{{- end }}
+{{- if or (include "driftline.isUnder" (dict "path" $refDir "dir" $stateDir)) (include "driftline.isUnder" (dict "path" $stateDir "dir" $refDir)) (include "driftline.isUnder" (dict "path" $refDir "dir" "/tmp")) }}
+{{- fail (printf "references.mountPath=%q must not overlap config.state.dir=%q or /tmp (separate mounts)" $refDir $stateDir) }}
+{{- end }}
+{{- range $i, $m := .Values.config.models }}
+{{- $ref := toString (default "" $m.reference) }}
+{{- $key := printf "config.models[%d].reference (model %q)" $i (toString $m.name) }}
+{{- if not $ref }}
+{{- if eq $backend "kafka" }}
+{{- fail (printf "%s is empty, but config.state.backend=\"kafka\" needs a reference profile for every model: a warm-up reference is built from the first events one pod sees, so pods would bin the same feature with different edges and their panes could not be merged. Build one with `driftline reference build`, put it in the ConfigMap references.existingConfigMap (or the volume references.volume) and set the reference to %s/<file>.json" $key $refDir) }}
+{{- end }}
+{{- else if not (hasPrefix "/" $ref) }}
+{{- fail (printf "%s = %q is relative: Driftline reads it from the config file's directory /etc/driftline, which holds only config.toml; use an absolute path such as %s/%s" $key $ref $refDir (base $ref)) }}
+{{- else if include "driftline.isUnder" (dict "path" $ref "dir" $refDir) }}
+{{- if and (not $.Values.references.existingConfigMap) (not $.Values.references.volume) }}
+{{- fail (printf "%s = %q is under references.mountPath, but nothing is mounted there: set references.existingConfigMap (a ConfigMap with the file as a key) or references.volume" $key $ref) }}
+{{- end }}
+{{- else if not (include "driftline.underExtraMount" (dict "path" $ref "mounts" $.Values.extraVolumeMounts)) }}
+{{- $why := "no volume is mounted there and the image has no reference profiles" }}
+{{- if include "driftline.isUnder" (dict "path" $ref "dir" "/etc/driftline") }}
+{{- $why = "/etc/driftline holds only config.toml (the chart's ConfigMap)" }}
+{{- else if include "driftline.isUnder" (dict "path" $ref "dir" "/tmp") }}
+{{- $why = "/tmp is an emptyDir, empty when the pod starts" }}
+{{- else if include "driftline.isUnder" (dict "path" $ref "dir" $stateDir) }}
+{{- $why = "config.state.dir is Driftline's own state volume, empty when first created" }}
+{{- end }}
+{{- fail (printf "%s = %q cannot be read in the pod: %s. Put reference profiles under references.mountPath (%s, from references.existingConfigMap or references.volume) or under an extraVolumeMounts path" $key $ref $why $refDir) }}
+{{- end }}
+{{- end }}
+{{- end }}
