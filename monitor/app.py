@@ -158,6 +158,7 @@ class App:
         self._idle_due = threading.Event()
         self.positions: dict[tuple[str, int], int] = {}
         self.assigned: set[TopicPartition] = set()
+        self._group_joined = False  # the input group gave this member an assignment (maybe empty)
         self.restored = False
         self.last_poll = 0.0
         self.consumer: KafkaConsumer | None = None
@@ -286,6 +287,10 @@ class App:
 
     def ready(self) -> tuple[bool, str]:
         if not self.assigned:
+            if self.kstate is not None and self._group_joined and not self.kstate.restoring():
+                # more replicas than input partitions: this one serves the API (commands go
+                # to the topic) and owns models, or stands by to take partitions over
+                return True, f"standby: no input partitions; {len(self.kstate.stage.runtimes)} models owned"
             return False, "no partitions assigned"
         if not self.restored:
             return False, "state not restored"
@@ -394,6 +399,7 @@ class App:
         self.metrics.assigned_partitions.set(len(self.assigned))
 
     def _on_assigned(self, assigned) -> None:
+        self._group_joined = True
         if self.kstate is not None:
             # restored and seeked by the poll loop (no blocking calls on this thread)
             if assigned:

@@ -231,9 +231,10 @@ def read_snapshots(consumer_settings: dict[str, Any], topic: str, partition: int
                    progress: Callable[[int, int], None] | None = None) -> dict[str, Snapshot]:
     """The newest committed snapshot of every key in one changelog partition.
 
-    Reads from the beginning to the end offset taken at the start, ``read_committed``: an
-    open transaction of a dead process holds the reader back until the broker aborts it
-    (``state.transaction_timeout_ms``). ``progress(read, total)`` is called as records come.
+    Reads from the beginning to the end offset taken at the start, ``read_committed`` (for
+    which the end offset is the last stable one, before any open transaction). It fails
+    when no record comes for ``timeout_seconds``. ``progress(read, total)`` is called as
+    records come.
     """
     settings = {k: v for k, v in consumer_settings.items() if k not in ("group_id", "enable_auto_commit")}
     c = KafkaConsumer(**settings, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
@@ -245,18 +246,23 @@ def read_snapshots(consumer_settings: dict[str, Any], topic: str, partition: int
         c.seek_to_beginning(tp)
         start = c.position(tp)
         end = c.end_offsets([tp])[tp]
+        # a deadline on progress, not on the whole read: a large changelog that keeps
+        # coming is fine, a reader that stops moving is not
         deadline = time.monotonic() + timeout_seconds
-        read = 0
-        while c.position(tp) < end:
+        pos = start
+        while pos < end:
             if time.monotonic() > deadline:
-                raise StateError(f"restore of {topic}[{partition}] stalled at offset {c.position(tp)} of {end} after "
+                raise StateError(f"restore of {topic}[{partition}] stalled at offset {pos} of {end} for "
                                  f"{timeout_seconds:.0f} s (an open transaction that never ends?)")
             for recs in c.poll(timeout_ms=200, max_records=5000).values():
                 for r in recs:
                     latest[r.key] = r.value
-                read += sum(1 for _ in recs)
+            now_pos = c.position(tp)
+            if now_pos > pos:
+                pos = now_pos
+                deadline = time.monotonic() + timeout_seconds
             if progress is not None:
-                progress(c.position(tp) - start, end - start)
+                progress(pos - start, end - start)
     finally:
         c.close()
     out: dict[str, Snapshot] = {}

@@ -323,6 +323,9 @@ class KafkaState:
             tp = TopicPartition(self.topics.transitions, part)
             committed = c.committed(tp) or 0
             self._rebuild_until[part] = committed
+            # the delivery offset never moves back below what a previous owner committed
+            self._delivered_through[part] = max(committed, self._delivered_through.get(part, 0))
+            self._delivery_committed[part] = committed
             if committed:
                 c.seek_to_beginning(tp)
         self._rewind.clear()
@@ -379,10 +382,9 @@ class KafkaState:
         # the consumer's position, not the last record + 1: it also steps over the
         # transaction markers that follow every committed batch of panes
         for part in self.owned_panes:
-            tp = TopicPartition(self.topics.panes, part)
-            pos = c._subscription.assignment[tp].position if tp in c._subscription.assignment else None
-            if pos is not None and pos.offset is not None and not c._subscription.assignment[tp].paused:
-                self.panes_positions[part] = pos.offset
+            pos = self._position(TopicPartition(self.topics.panes, part))
+            if pos is not None:
+                self.panes_positions[part] = pos
         out = self.stage.advance() if records else Output()
         self._deliver({tp: recs for tp, recs in records.items() if tp.topic == self.topics.transitions})
         if self.commands is not None:
@@ -531,20 +533,30 @@ class KafkaState:
         """Move each transitions partition's delivered-through offset past the records whose
         notifications all reached a final state (delivered, failed, given up). True when one
         moved (the next checkpoint commits it)."""
-        if not any(self._delivery_marks.values()):
-            return False
         row = self.app.store.read().execute("SELECT MIN(id) FROM outbox WHERE status = 'pending'").fetchone()
         first_pending = row[0] if row and row[0] is not None else float("inf")
         moved = False
-        for part, marks in self._delivery_marks.items():
+        for part in self.owned_panes:
+            marks = self._delivery_marks.get(part, [])
             done = [off for off, top in marks if top < first_pending]
             if done:
-                off = max(done)
-                self._delivery_marks[part] = [(o, t) for o, t in marks if o > off]
-                if self._delivered_through.get(part) != off:
-                    self._delivered_through[part] = off
-                    moved = True
+                marks = self._delivery_marks[part] = [(o, t) for o, t in marks if o > max(done)]
+            if marks:
+                off = max(done) if done else None
+            else:
+                # all read records are final: the consumer's position, which also steps over
+                # the transaction markers after them
+                off = self._position(TopicPartition(self.topics.transitions, part))
+            if off is not None and off > self._delivered_through.get(part, -1):
+                self._delivered_through[part] = off
+                moved = True
         return moved
+
+    def _position(self, tp: TopicPartition) -> int | None:
+        state = self.models_consumer._subscription.assignment.get(tp)
+        if state is None or state.position is None or state.paused:
+            return None
+        return state.position.offset
 
     def _delivery_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
         out = {}
