@@ -699,8 +699,8 @@ def test_line_map_finds_the_right_occurrence(shape, noise, tricky, data):
 
 # -- state.backend = "kafka" ------------------------------------------------------------------
 def test_kafka_backend_needs_a_reference_for_every_model():
-    text = EXAMPLE.read_text().replace("[state]\n", '[state]\nbackend = "kafka"\n', 1)
-    line = text.splitlines().index('backend = "kafka"') + 1
+    text = EXAMPLE.read_text().replace('backend = "sqlite"', 'backend = "kafka"', 1)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if ln.startswith('backend = "kafka"'))
     with pytest.raises(ConfigError) as e:
         load_config_text(text, "config.toml", env={})
     msg = str(e.value)
@@ -715,7 +715,9 @@ def test_kafka_backend_needs_a_reference_for_every_model():
     ('backend = "etcd"', "state.backend"),
 ])
 def test_kafka_state_keys_are_checked(line, message):
-    text = EXAMPLE.read_text().replace("[state]\n", f"[state]\n{line}\n", 1)
+    key = line.split(" = ")[0]
+    lines = [ln for ln in EXAMPLE.read_text().splitlines() if not ln.startswith(f"{key} = ")]
+    text = "\n".join(lines).replace("[state]\n", f"[state]\n{line}\n", 1)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config_text(text, "config.toml", env={})
 
@@ -725,7 +727,8 @@ def test_audit_goes_to_a_topic_with_the_kafka_backend():
 
     cfg = load_config(EXAMPLE, env={})
     assert audit_topic(cfg) == "" and internal_topic_prefix(cfg) == cfg.kafka.group_id
-    text = EXAMPLE.read_text().replace("[state]\n", '[state]\nbackend = "kafka"\ntopic_prefix = "dl"\n', 1)
+    text = EXAMPLE.read_text().replace('backend = "sqlite"', 'backend = "kafka"', 1)
+    text = text.replace('topic_prefix = ""', 'topic_prefix = "dl"', 1)
     text = text.replace('reference = ""', 'reference = "ref.json"')
     cfg = load_config_text(text, "config.toml", env={})
     assert audit_topic(cfg) == "dl-audit"
