@@ -462,3 +462,26 @@ def test_each_missing_acl_is_named(secured_kafka):
     assert "append not acknowledged" in str(err.value) and "ClusterAuthorizationFailedError" in str(err.value)
     res = verify_topic(bob, topic)["model/m"]
     assert (res.ok, res.entries) == (True, 1)
+
+
+def test_internal_state_topics_name_the_missing_acl(secured_kafka):
+    """`driftline run` with state.backend = "kafka" creates its changelog topics; a principal
+    without Create on them is told which ACLs it needs (monitor.changelog.ensure_topics)."""
+    from monitor.changelog import InternalTopics, ensure_topics
+    from monitor.errors import StateError
+
+    k = secured_kafka
+    specs = InternalTopics("acl-state").specs(2, 2)
+    with pytest.raises(StateError) as err:
+        ensure_topics(user(k, "bob"), specs, 1)
+    msg = str(err.value)
+    assert "not allowed to Create internal topics" in msg and "Authorization" in msg
+    assert "Create, Describe, DescribeConfigs, Read and Write on the topics with its state.topic_prefix" in msg
+    for name in specs:
+        grant(k, "bob", name, ACLOperation.CREATE, ACLOperation.DESCRIBE, ACLOperation.DESCRIBE_CONFIGS)
+    ensure_topics(user(k, "bob"), specs, 1)  # created and checked (compacted changelogs)
+    admin = KafkaAdminClient(bootstrap_servers=k.plain)
+    try:
+        assert set(specs) <= set(admin.list_topics())
+    finally:
+        admin.close()
