@@ -678,7 +678,8 @@ def write_due_cards(app: Any, now: float | None = None) -> list[Path]:
         try:
             static = load_static(c.static, name) if c.static else {}
             card = build_card(cfg.model(name), since, until, evaluations=read_evaluations(app.store, name, since, until),
-                              audit=_audit_export(cfg, name, since, until, audit_path=getattr(app.audit, "path", None)),
+                              audit=_audit_export(cfg, name, since, until, audit_path=getattr(app.audit, "path", None),
+                                                  bootstrap=getattr(app, "bootstrap", None)),
                               static=static, profile=app.profiles.get(name), static_source=c.static or None)
             card["sources"]["evaluations"] = str(app.store.path)
             jpath, _, _ = write_card(card, c.dir, app.audit)
@@ -689,7 +690,8 @@ def write_due_cards(app: Any, now: float | None = None) -> list[Path]:
     return written
 
 
-def _audit_export(config: Any, model: str, since: float, until: float, audit_path: Any = None) -> dict:
+def _audit_export(config: Any, model: str, since: float, until: float, audit_path: Any = None,
+                  bootstrap: list[str] | None = None) -> dict:
     """The audit export of the period from the configured trail (file, or Kafka topic)."""
     from monitor.config import audit_topic
 
@@ -699,7 +701,8 @@ def _audit_export(config: Any, model: str, since: float, until: float, audit_pat
         from monitor.audit_topic import export_topic
 
         k = config.kafka
-        settings = {"bootstrap_servers": list(k.bootstrap_servers), "client_id": k.client_id, **kafka_security(k)}
+        settings = {"bootstrap_servers": list(bootstrap or k.bootstrap_servers), "client_id": k.client_id,
+                    **kafka_security(k)}
         return export_topic(settings, topic, model, since, until,
                             read_timeout_seconds=config.audit.read_timeout_seconds)
     return export(audit_path or config.audit.path, model, since=since, until=until)
@@ -735,6 +738,10 @@ def main(args: argparse.Namespace) -> int:
               "Enable [cards] in the daemon, which records the card in its own chain", file=sys.stderr)
         return 2
     source = args.evaluations or config.state.dir
+    if not Path(source).exists():
+        print(f"error: no evaluations at {str(source)!r} (a state dir or a `driftline replay` output)",
+              file=sys.stderr)
+        return 2
     try:
         evaluations = read_evaluations(source, args.model, since, until)
     except ValueError as exc:
