@@ -47,6 +47,7 @@ __all__ = [
     "SECTIONS",
     "load_static",
     "read_evaluations",
+    "read_evaluations_topic",
     "build_card",
     "card_hash",
     "render_markdown",
@@ -214,6 +215,63 @@ def read_evaluations(source: Any, model: str, since: float, until: float) -> lis
         "SELECT record FROM evaluations WHERE model=? AND window_end >= ? AND window_end < ? "
         "ORDER BY window_end, metric, scope", (model, since, until)).fetchall()
     return [json.loads(r[0]) for r in rows]
+
+
+def read_evaluations_topic(consumer_settings: Mapping[str, Any], topic: str, model: str, since: float,
+                           until: float, *, read_timeout_seconds: float = 30.0) -> list[dict]:
+    """The model's evaluation records in ``[since, until)`` from the ``<prefix>-evaluations``
+    topic of ``state.backend = "kafka"``, ordered as :func:`read_evaluations` orders them.
+
+    Only committed records count (``read_committed``): a checkpoint transaction that was
+    aborted or fenced never judged anything. The model's partition is the one stage 2 writes
+    it to (:func:`monitor.changelog.model_partition` over the topic's partition count); the
+    first record of a (window_end, metric, scope) wins, as the state database keeps it.
+    """
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    from monitor.changelog import model_partition
+    from monitor.errors import StateError
+
+    settings = dict(consumer_settings)
+    settings.update(isolation_level="read_committed", group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(**settings)
+    key = model.encode("utf-8")
+    kept: dict[tuple, dict] = {}
+    try:
+        # a topic created a moment ago may not be in every broker's metadata yet
+        grace = time.monotonic() + min(read_timeout_seconds, 5.0)
+        parts = consumer.partitions_for_topic(topic)
+        while not parts and time.monotonic() < grace:
+            time.sleep(0.2)
+            parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise StateError(f"evaluations topic {topic!r} does not exist or is not visible to this principal "
+                             f"(Describe and Read on it are needed)")
+        tp = TopicPartition(topic, model_partition(model, len(parts)))
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
+        deadline = time.monotonic() + read_timeout_seconds
+        while consumer.position(tp) < end:
+            batch = consumer.poll(timeout_ms=500)
+            for rec in batch.get(tp, []):
+                if rec.offset >= end or rec.key != key:
+                    continue  # newer than the end taken at the start, or another model here
+                try:
+                    r = json.loads(rec.value)
+                except ValueError as exc:
+                    raise StateError(f"{topic}[{tp.partition}]@{rec.offset}: not an evaluation record: {exc}") from None
+                if since <= r["window_end"] < until:
+                    kept.setdefault((r["window_end"], r["metric"], r["scope"]), r)
+            if batch:
+                deadline = time.monotonic() + read_timeout_seconds
+            elif time.monotonic() > deadline:
+                raise StateError(f"evaluations topic {topic!r}: reading partition {tp.partition} stalled for "
+                                 f"{read_timeout_seconds:g} s at offset {consumer.position(tp)} of {end}")
+    finally:
+        consumer.close()
+    return [kept[k] for k in sorted(kept)]
 
 
 def _finite(v: Any) -> bool:
@@ -677,17 +735,37 @@ def write_due_cards(app: Any, now: float | None = None) -> list[Path]:
     for name in [m["name"] for m in app.model_summaries()]:
         try:
             static = load_static(c.static, name) if c.static else {}
-            card = build_card(cfg.model(name), since, until, evaluations=read_evaluations(app.store, name, since, until),
+            card = build_card(cfg.model(name), since, until, evaluations=_job_evaluations(app, name, since, until),
                               audit=_audit_export(cfg, name, since, until, audit_path=getattr(app.audit, "path", None),
                                                   bootstrap=getattr(app, "bootstrap", None)),
                               static=static, profile=app.profiles.get(name), static_source=c.static or None)
-            card["sources"]["evaluations"] = str(app.store.path)
+            card["sources"]["evaluations"] = (_evaluations_topic(cfg) if cfg.state.backend == "kafka"
+                                              else str(app.store.path))
             jpath, _, _ = write_card(card, c.dir, app.audit)
             written.append(jpath)
             log.info("model card for %s: %s", name, jpath)
         except Exception:  # noqa: BLE001 - a card is documentation, never a reason to stop monitoring
             log.exception("model card for %s failed", name)
     return written
+
+
+def _evaluations_topic(config: Any) -> str:
+    from monitor.changelog import InternalTopics
+    from monitor.config import internal_topic_prefix
+
+    return InternalTopics(internal_topic_prefix(config)).evaluations
+
+
+def _job_evaluations(app: Any, model: str, since: float, until: float) -> list[dict]:
+    """The daemon's evidence: the state database, or with ``state.backend = "kafka"`` the
+    evaluations topic (the local copy holds only what this replica evaluated)."""
+    cfg = app.config
+    if cfg.state.backend != "kafka":
+        return read_evaluations(app.store, model, since, until)
+    settings = _kafka_settings(cfg)
+    settings["bootstrap_servers"] = list(getattr(app, "bootstrap", None) or settings["bootstrap_servers"])
+    return read_evaluations_topic(settings, _evaluations_topic(cfg), model, since, until,
+                                  read_timeout_seconds=cfg.audit.read_timeout_seconds)
 
 
 def _audit_export(config: Any, model: str, since: float, until: float, audit_path: Any = None,
@@ -697,21 +775,46 @@ def _audit_export(config: Any, model: str, since: float, until: float, audit_pat
 
     topic = audit_topic(config)
     if topic:
-        from monitor.app import kafka_security
         from monitor.audit_topic import export_topic
 
-        k = config.kafka
-        settings = {"bootstrap_servers": list(bootstrap or k.bootstrap_servers), "client_id": k.client_id,
-                    **kafka_security(k)}
+        settings = _kafka_settings(config)
+        if bootstrap:
+            settings["bootstrap_servers"] = list(bootstrap)
         return export_topic(settings, topic, model, since, until,
                             read_timeout_seconds=config.audit.read_timeout_seconds)
     return export(audit_path or config.audit.path, model, since=since, until=until)
 
 
+def _kafka_settings(config: Any, servers: str | None = None) -> dict[str, Any]:
+    """Client settings for the Kafka backend's topics: the config's, ``servers`` overriding
+    its bootstrap servers."""
+    from monitor.app import kafka_security  # lazy: Kafka only for a Kafka backend
+
+    k = config.kafka
+    boot = [x.strip() for x in servers.split(",") if x.strip()] if servers else list(k.bootstrap_servers)
+    return {"bootstrap_servers": boot, "client_id": k.client_id, **kafka_security(k)}
+
+
+def _card_audit_log(config: Any, settings: dict[str, Any], topic: str) -> Any:
+    """Where ``driftline card`` records ``card.written``: the audit file, or on the audit
+    topic a chain of this process's own (``instance/card-<prefix>-<host>-<pid>``: a chain
+    has one writer, so the CLI never appends to a daemon's chain)."""
+    from monitor.audit import AuditLog
+
+    if not topic:
+        return AuditLog(config.audit.path)
+    from monitor.audit_topic import TopicAuditLog, instance_chain
+    from monitor.kstate import instance_id
+
+    return TopicAuditLog.standalone(settings, topic, instance_chain(f"card-{instance_id(config)}"),
+                                    read_timeout_seconds=config.audit.read_timeout_seconds)
+
+
 def main(args: argparse.Namespace) -> int:
     """``driftline card MODEL``: write the card of MODEL for ``[--since, --until)``."""
-    from monitor.audit import AuditError, AuditLog
+    from monitor.audit import AuditError
     from monitor.config import audit_topic, load_config
+    from monitor.errors import AuditTopicError, StateError
     from monitor.profiles import load_profiles
 
     try:
@@ -733,29 +836,44 @@ def main(args: argparse.Namespace) -> int:
     if not until > since:
         print(f"error: --since {_iso(since)} must be before --until {_iso(until)}", file=sys.stderr)
         return 2
-    if audit_topic(config):
-        print("error: the audit trail is a Kafka topic; `driftline card` appends to the audit file only. "
-              "Enable [cards] in the daemon, which records the card in its own chain", file=sys.stderr)
-        return 2
-    source = args.evaluations or config.state.dir
-    if not Path(source).exists():
-        print(f"error: no evaluations at {str(source)!r} (a state dir or a `driftline replay` output)",
-              file=sys.stderr)
-        return 2
+    topic = audit_topic(config)
+    kafka_needed = bool(topic) or (config.state.backend == "kafka" and not args.evaluations)
+    settings = _kafka_settings(config, args.bootstrap_servers) if kafka_needed else {"bootstrap_servers": None}
     try:
-        evaluations = read_evaluations(source, args.model, since, until)
-    except ValueError as exc:
+        if args.evaluations:
+            if not Path(args.evaluations).exists():
+                print(f"error: --evaluations {args.evaluations!r} does not exist (a state dir or a `driftline "
+                      "replay` output)", file=sys.stderr)
+                return 2
+            source = str(args.evaluations)
+            evaluations = read_evaluations(args.evaluations, args.model, since, until)
+        elif config.state.backend == "kafka":
+            evals_topic = _evaluations_topic(config)
+            source = f"kafka:{evals_topic}"
+            evaluations = read_evaluations_topic(settings, evals_topic, args.model, since, until,
+                                                 read_timeout_seconds=config.audit.read_timeout_seconds)
+        else:
+            if not Path(config.state.dir).exists():
+                print(f"error: state.dir {config.state.dir!r} does not exist: no evaluations to card "
+                      "(give --evaluations with a `driftline replay` output)", file=sys.stderr)
+                return 2
+            source = str(config.state.dir)
+            evaluations = read_evaluations(config.state.dir, args.model, since, until)
+        doc = _audit_export(config, args.model, since, until, bootstrap=settings["bootstrap_servers"])
+    except (StateError, AuditTopicError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a bad replay file
         print(f"error: --evaluations: {exc}", file=sys.stderr)
         return 2
     profile = load_profiles(config, Path(args.config).resolve().parent).get(args.model)
-    doc = export(config.audit.path, args.model, since=since, until=until)
     card = build_card(model_cfg, since, until, evaluations=evaluations, audit=doc, static=static,
                       profile=profile, static_source=args.static)
-    card["sources"]["evaluations"] = str(source)
+    card["sources"]["evaluations"] = source
     try:
-        with AuditLog(config.audit.path) as audit:
+        with _card_audit_log(config, settings, topic) as audit:
             jpath, mpath, card = write_card(card, args.out or config.cards.dir, audit)
-    except AuditError as exc:
+    except (AuditError, AuditTopicError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {jpath} and {mpath} (sha256 {card['sha256']}): {card['evaluation_data']['windows']} windows, "

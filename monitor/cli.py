@@ -102,7 +102,14 @@ def _setup_card(p: argparse.ArgumentParser) -> None:
         "--evaluations",
         default=None,
         metavar="PATH",
-        help="`driftline replay` output or a state dir (default: the config's state.dir)",
+        help="`driftline replay` output or a state dir (default: the config's state.dir, or with "
+        'state.backend = "kafka" its evaluations topic)',
+    )
+    p.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        metavar="HOST:PORT[,...]",
+        help="broker of the Kafka backend's topics (default: the config's kafka.bootstrap_servers)",
     )
 
 
