@@ -107,7 +107,9 @@ _CARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.(json|md)$")
 # --------------------------------------------------------------------------- static fields
 
 
-def _check_fields(table: Any, where: tuple, lines: Any, path: str, require: bool) -> list[ConfigError]:
+def _check_fields(table: Any, where: tuple, lines: Any, path: str) -> list[ConfigError]:
+    """Unknown keys and wrong types of one table (required keys are checked on the merged
+    view: they may come from ``[card]`` or the model's table)."""
     from monitor.config import _fmt_key  # the config's own key spelling in messages
 
     errors: list[ConfigError] = []
@@ -129,10 +131,6 @@ def _check_fields(table: Any, where: tuple, lines: Any, path: str, require: bool
         elif kind is list and (not isinstance(value, list) or not value
                                or not all(isinstance(v, str) and v.strip() for v in value)):
             err(where + (key,), f"must be a non-empty list of non-empty strings, got {value!r}")
-    if require:
-        for key, (_, required) in STATIC_FIELDS.items():
-            if required and key not in table:
-                err(where, f"{key} is required")
     return errors
 
 
@@ -165,14 +163,13 @@ def load_static(path: str | Path, model: str | None = None) -> dict[str, Any]:
                                   line=lines.line(("models",)), path=name))
         per_model = {}
     for m, table in per_model.items():
-        errors += _check_fields(table, ("models", m), lines, name, require=False)
+        errors += _check_fields(table, ("models", m), lines, name)
     base = data.get("card")
     if base is None:
         errors.append(ConfigError("a [card] table is required", path=name))
         base = {}
     else:
-        # required keys may come from the model's table instead, so check the merged view
-        errors += _check_fields(base, ("card",), lines, name, require=False)
+        errors += _check_fields(base, ("card",), lines, name)
     if errors:
         raise ConfigError.combine(errors)
     merged = {**base, **(per_model.get(model, {}) if model is not None else {})}
@@ -638,6 +635,8 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     md += ["### Alerts", ""]
     rows = []
     for a in mon["alerts"]:
+        # an alert that fired before the period shows up through its decisions only
+        a = {**a, "rule": _num(a["rule"]), "scope": _num(a["scope"])}
         for tr in a["transitions"]:
             rows.append([a["id"], a["rule"], a["scope"], f"{tr['state']} ({tr['level']})", _num(tr["value"]), tr["time"], ""])
         for ack in a["acknowledgements"]:

@@ -23,7 +23,13 @@ from prometheus_client import CollectorRegistry
 
 from monitor import cli
 from monitor.audit import AuditLog, verify
-from monitor.cards import SECTIONS, build_card, load_static, read_evaluations, write_card
+from monitor.cards import (
+    SECTIONS,
+    build_card,
+    load_static,
+    read_evaluations,
+    write_card,
+)
 from monitor.config import load_config
 from monitor.errors import ConfigError
 from monitor.events import AlertEvent
@@ -366,3 +372,60 @@ def test_periodic_job_writes_a_card_per_model(case, tmp_path):
     doc = json.loads(Path(written[0]).read_text())
     assert (doc["period"]["since_unix"], doc["period"]["until_unix"]) == (UNTIL - 7200.0, UNTIL)
     assert doc["quantitative_analyses"]["fairness"] == _card(case)["quantitative_analyses"]["fairness"]
+
+
+def test_monitoring_record_silences_overrides_suppressions_and_rollbacks(tmp_path):
+    """Every kind of decision the audit trail holds lands in the card with who and when."""
+    from monitor.audit import export
+
+    t0 = 1_800_000_000.0
+    store = StateStore(tmp_path / "s")
+    clock = Clock(t0)
+    with AuditLog(tmp_path / "audit.jsonl") as log:
+        ov = Oversight(store, log, cooldown_seconds=3600, min_new_labels=0, require_approval=None, clock=clock)
+        ev = AlertEvent(id="a1", seq=1, state="firing", model="m", rule="acc", metric="accuracy", scope="model",
+                        severity="critical", value=0.5, threshold=0.6, window_start=t0 - 900, window_end=t0,
+                        started_at=t0)
+        with store.transaction() as conn:
+            ov.record_transitions(conn, [ev])
+        ov.flush_audit()
+        clock.t = t0 + 10
+        ov.silence(who="bob", reason="known outage", until=t0 + 3600, alert_id="a1")
+        clock.t = t0 + 20
+        ov.silence(who="bob", reason="maintenance", until=t0 + 7200, model="m", rule="acc")
+        clock.t = t0 + 30
+        ov.override("m", "dana", "manual review this week", until=t0 + 86400)
+        with store.transaction() as conn:  # overridden: the request is suppressed
+            assert ov.propose_retrain(conn, "m", "acc: accuracy", (t0 - 900, t0), {}, 10, False, clock.t) is None
+        ov.flush_audit()
+        clock.t = t0 + 40
+        ov.override("m", "dana", "done", active=False)
+        with store.transaction() as conn:
+            rb = ov.propose_serving(conn, "rollback", "m", "acc: accuracy", (t0 - 900, t0), {}, clock.t,
+                                    cooldown_seconds=0, require_approval=True)
+        ov.flush_audit()
+        clock.t = t0 + 50
+        ov.reject(rb.id, "erin", "the new version is fine")
+        doc = export(tmp_path / "audit.jsonl", "m", since=t0, until=t0 + 60)
+    cfg = load_config_text_model()
+    card = build_card(cfg, t0, t0 + 60, evaluations=[], audit=doc)
+    mon = card["monitoring"]
+    (alert,) = mon["alerts"]
+    assert [(s["by"], s["reason"], s["until"]) for s in alert["silences"]] == [("bob", "known outage", t0 + 3600)]
+    assert [(s["by"], s["rule"], s["until"]) for s in mon["silences"]] == [("bob", "acc", t0 + 7200)]
+    assert [(o["by"], o["active"], o["why"]) for o in mon["overrides"]] == \
+        [("dana", True, "manual review this week"), ("dana", False, "done")]
+    kinds = [(r["kind"], r["id"], [(e["event"], e["by"], e["reason"]) for e in r["events"]]) for r in mon["requests"]]
+    assert kinds == [("retrain", None, [("suppressed", None, "overridden")]),
+                     ("rollback", rb.id, [("proposed", None, None),
+                                          ("rejected", "erin", "the new version is fine")])]
+    assert mon["requests"][1]["events"][1]["time"].startswith(_iso_prefix(t0 + 50))
+    md = write_card(card, tmp_path / "cards")[1].read_text()
+    assert "| rollback | " + rb.id + " | rejected |" in md and "dana" in md and "maintenance" in md
+    store.close()
+
+
+def load_config_text_model():
+    from monitor.config import load_config_text
+
+    return load_config_text('[[models]]\nname = "m"\ntask = "binary"\n').model("m")
