@@ -429,3 +429,14 @@ def load_config_text_model():
     from monitor.config import load_config_text
 
     return load_config_text('[[models]]\nname = "m"\ntask = "binary"\n').model("m")
+
+
+def test_cards_config_keys_are_checked():
+    from monitor.config import load_config_text
+
+    text = '[[models]]\nname = "m"\ntask = "binary"\n[cards]\nenabled = true\ninterval_hours = 0  # X\ndir = ""\n'
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, path="c.toml", env={})
+    got = {(e.key, e.line) for e in info.value.errors}
+    assert got == {("cards.interval_hours", 6), ("cards.dir", 7)}
+    assert "must be greater than 0" in str(info.value) and "must not be empty" in str(info.value)
