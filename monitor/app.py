@@ -29,6 +29,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from monitor.audit import AuditLog
+from monitor.cards import write_due_cards
 from monitor.config import audit_topic
 from monitor.decode import FAILURE_CODES, RecordDecoder
 from monitor.errors import AuditTopicError, ConfigError, StateError
@@ -267,7 +268,7 @@ class App:
             rate_limit_per_minute=h.rate_limit_per_minute, reports_dir=self.config.reports.dir,
             models=self.model_summaries,
             on_approve=self._on_approve,
-            commands=self.commands,
+            commands=self.commands, cards_dir=self.config.cards.dir,
         )
         self.http.start()
         log.info("serving /metrics /livez /readyz /api on http://%s:%s", self.http_host, self.http.port)
@@ -470,6 +471,8 @@ class App:
         self.scheduler.add_job(self._checkpoint_due.set, "interval", seconds=s.state.checkpoint_interval_seconds, id="checkpoint")
         self.scheduler.add_job(self._idle_due.set, "interval", seconds=max(1.0, s.scheduler.idle_close_seconds / 2), id="idle-close")
         self.scheduler.add_job(self.oversight.flush_audit, "interval", seconds=5, id="audit-flush")
+        if s.cards.enabled:  # model cards over each interval (monitor/cards.py)
+            self.scheduler.add_job(write_due_cards, "interval", args=(self,), hours=s.cards.interval_hours, id="cards")
         if self.reports.enabled:
             self.scheduler.add_job(self.reports.purge, "interval", hours=1, id="reports-purge")
         if self.retrain_sender is not None:

@@ -92,6 +92,7 @@ KINDS = frozenset(
         "serving.failed",
         "serving.dry_run",
         "report.written",
+        "card.written",
         "audit.tail_repaired",
     }
 )

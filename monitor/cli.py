@@ -91,6 +91,28 @@ def _setup_reference_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="PATH", help="reference profile JSON to write")
 
 
+def _setup_card(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("model", help="the [[models]] name")
+    p.add_argument("--since", default=None, help="ISO 8601 date or date-time (default: 30 days before --until)")
+    p.add_argument("--until", default=None, help="ISO 8601 date or date-time, exclusive (default: now)")
+    p.add_argument("--static", default=None, metavar="FILE", help="TOML file of the static fields ([card])")
+    p.add_argument("--out", default=None, metavar="DIR", help="directory of the cards (default: [cards] dir)")
+    p.add_argument(
+        "--evaluations",
+        default=None,
+        metavar="PATH",
+        help="`driftline replay` output or a state dir (default: the config's state.dir, or with "
+        'state.backend = "kafka" its evaluations topic)',
+    )
+    p.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        metavar="HOST:PORT[,...]",
+        help="broker of the Kafka backend's topics (default: the config's kafka.bootstrap_servers)",
+    )
+
+
 def _audit_source(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--path", default=None, help="audit log file (JSON lines)")
@@ -223,6 +245,13 @@ COMMANDS: tuple[Command, ...] = (
         "main",
         "build a reference profile from data",
         _setup_reference_build,
+    ),
+    Command(
+        ("card",),
+        "monitor.cards",
+        "main",
+        "write a model card (Markdown + JSON) from the evaluations and the audit trail",
+        _setup_card,
     ),
     Command(
         ("audit", "verify"),

@@ -54,6 +54,7 @@ __all__ = [
     "AlertmanagerSinkConfig",
     "AttributionsConfig",
     "AuditConfig",
+    "CardsConfig",
     "Config",
     "ConfigError",
     "DeliveryConfig",
@@ -493,6 +494,16 @@ class ReportsConfig(_Section):
     retention_days: float = 30.0
 
 
+class CardsConfig(_Section):
+    """Periodic model cards (monitor.cards): every ``interval_hours``, one card per model over
+    the interval just ended, from the static fields in ``static`` ("": none)."""
+
+    enabled: bool = False
+    interval_hours: float = 24.0
+    static: str = ""
+    dir: str = "./state/cards"
+
+
 class Config(_Section):
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
     topics: TopicsConfig = msgspec.field(default_factory=TopicsConfig)
@@ -509,6 +520,7 @@ class Config(_Section):
     serving: ServingConfig = msgspec.field(default_factory=ServingConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     reports: ReportsConfig = msgspec.field(default_factory=ReportsConfig)
+    cards: CardsConfig = msgspec.field(default_factory=CardsConfig)
 
     def model(self, name: str) -> ModelConfig:
         for m in self.models:
@@ -1609,6 +1621,11 @@ def _check_reports(c: _Check) -> None:
     c.positive("sample_size", "retention_days")
 
 
+def _check_cards(c: _Check) -> None:
+    c.non_empty("dir")
+    c.positive("interval_hours")
+
+
 def _check_config(c: _Check) -> None:
     models = c.kw.get("models")
     if models is not None and not models:
@@ -1656,6 +1673,7 @@ _HOOKS: dict[type, Callable[[_Check], None]] = {
     ModelServingConfig: _check_model_serving,
     AuditConfig: _check_audit,
     ReportsConfig: _check_reports,
+    CardsConfig: _check_cards,
     Config: _check_config,
 }
 

@@ -27,6 +27,8 @@ Endpoints (JSON unless noted)::
     POST /api/retrains/{id}/approve  {"who", "reason"}   (any kind of request)
     POST /api/retrains/{id}/reject   {"who", "reason"}
     GET  /api/reports/{name}         text/html
+    GET  /api/cards                  the model cards (monitor.cards), newest period first
+    GET  /api/cards/{name}           a card: {name}.json (application/json) or {name}.md (text/markdown)
 """
 
 from __future__ import annotations
@@ -170,6 +172,7 @@ class HttpServer:
         *,
         on_approve: Callable[[dict], None] | None = None,
         commands: Any = None,
+        cards_dir: str | Path | None = None,
         clock: Callable[[], float] = time.time,
         limiter_clock: Callable[[], float] = time.monotonic,
     ):
@@ -193,6 +196,7 @@ class HttpServer:
         # state.backend = "kafka": actions become commands on the commands topic, applied by
         # the replica that owns the model (monitor.commands); answered 202
         self.commands = commands
+        self.cards_dir = Path(cards_dir) if cards_dir else None
         self.clock = clock
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -204,7 +208,7 @@ class HttpServer:
         h = config.http
         return cls(h.host, h.port, registry, live, ready, oversight, h.api_token,
                    max_body_bytes=h.max_body_bytes, rate_limit_per_minute=h.rate_limit_per_minute,
-                   reports_dir=config.reports.dir, models=models, **kwargs)
+                   reports_dir=config.reports.dir, models=models, cards_dir=config.cards.dir, **kwargs)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -482,6 +486,9 @@ def _make_handler(app: HttpServer) -> type[BaseHTTPRequestHandler]:
             if path.startswith("/api/reports/") and method == "GET":
                 self._report(unquote(path[len("/api/reports/"):]))
                 return
+            if (path == "/api/cards" or path.startswith("/api/cards/")) and method == "GET":
+                self._card(unquote(path[len("/api/cards"):].lstrip("/")))
+                return
             try:
                 status, payload = app.handle_api(method, path, query, body)
             except NotFoundError as exc:
@@ -496,5 +503,19 @@ def _make_handler(app: HttpServer) -> type[BaseHTTPRequestHandler]:
             path = app.report_file(name)
             data = path.read_bytes()
             self._send(200, data, "text/html; charset=utf-8")
+
+        def _card(self, name: str) -> None:
+            from monitor.cards import card_file, list_cards  # lazy: the module is only for cards
+
+            if app.cards_dir is None:
+                raise _HttpError(404, "model cards are not enabled")
+            if not name:
+                self._json(200, {"cards": list_cards(app.cards_dir)})
+                return
+            path = card_file(app.cards_dir, name)
+            if path is None:
+                raise _HttpError(404, f"no card named {name!r}")
+            ctype = "application/json" if path.suffix == ".json" else "text/markdown; charset=utf-8"
+            self._send(200, path.read_bytes(), ctype)
 
     return Handler

@@ -89,6 +89,7 @@ def test_every_command_is_registered_with_its_module():
     assert seen["demo"][0] == "monitor.demo" and seen["replay"][0] == "monitor.replay"
     assert seen["reference build"][0] == "monitor.reference_cli"
     assert seen["audit verify"][0] == seen["audit export"][0] == "monitor.audit"
+    assert seen["card"] == ("monitor.cards", "main")
     for name in ("approve", "reject", "ack", "silence", "override", "alerts", "retrains"):
         assert seen[name][0] == "monitor.oversight_cli"
 
@@ -98,6 +99,7 @@ def _required_args(cmd: cli.Command) -> list[str]:
         "replay": ["--predictions", "p.jsonl", "--out", "o.jsonl"],
         "reference build": ["--model", "m", "--data", "x.parquet", "--out", "r.json"],
         "audit export": ["--model", "m"],
+        "card": ["m"],
         "approve": ["req-1"],
         "reject": ["req-1"],
         "ack": ["a-1"],

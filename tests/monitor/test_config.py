@@ -85,6 +85,7 @@ def test_example_config_loads_with_documented_defaults():
     assert cfg.sinks == type(cfg.sinks)()
     assert cfg.triggers == type(cfg.triggers)()
     assert cfg.audit == type(cfg.audit)() and cfg.reports == type(cfg.reports)()
+    assert cfg.cards == type(cfg.cards)()
     assert cfg.delivery.max_attempts == 0 and cfg.alerting.repeat_interval_seconds == 14400.0
     assert cfg.sinks.kafka.enabled and not cfg.sinks.slack.enabled
     assert cfg.triggers.require_approval is None
