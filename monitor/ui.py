@@ -90,7 +90,7 @@ def _alert_rows(alerts: list[dict], report_href: Callable[[str], str | None]) ->
             _e(a.get("severity")),
             f'<span class="{_e(state)}">{_e(state)}</span>{_e(note)}',
             _t(a.get("started_at")),
-            f'<a href="{_e(href)}">report</a>' if href else "",
+            f'<a href="{_e(href)}">report</a>' if href else '<span class="muted">none</span>',
             f"<code>{_e(a.get('id'))}</code>",
         ])
     return rows
