@@ -107,9 +107,10 @@ def _evidence(r: dict, report_href: Callable[[str], str | None]) -> str:
         f"alert <strong>{_e(alert.get('rule'))}</strong> "
         f"{_e(alert.get('metric'))} {_e(_n(alert.get('value')))} vs {_e(_n(alert.get('threshold')))} "
         f"on <code>{_e(alert.get('scope'))}</code>",
-        f"window {_t(alert.get('window_start'))} to {_t(alert.get('window_end'))}",
         f"alert id <code>{_e(alert.get('id'))}</code>",
     ]
+    if alert.get("window_end") is not None:
+        parts.insert(1, f"window {_t(alert.get('window_start'))} to {_t(alert.get('window_end'))}")
     href = report_href(alert.get("id") or "")
     if href:
         parts.append(f'<a href="{_e(href)}">evidence report</a>')

@@ -22,6 +22,7 @@ from monitor.events import AlertEvent, RetrainRequest, alert_id
 from monitor.http import HttpServer, ui_link
 from monitor.outbox import Notification
 from monitor.oversight import Oversight
+from monitor.replay import transition_record
 from monitor.sinks.slack import (
     ACTION_ACK,
     ACTION_APPROVE,
@@ -95,9 +96,8 @@ class Env:
         with self.store.transaction() as conn:
             self.ov.record_transitions(conn, [ev])
             req = self.ov.propose_retrain(conn, ev.model, "accuracy-drop: accuracy 0.71 < 0.75",
-                                          (ev.window_start, ev.window_end), {"alert": {"id": ev.id, "rule": ev.rule,
-                                          "metric": ev.metric, "scope": ev.scope, "value": ev.value,
-                                          "threshold": ev.threshold}}, labels_since_last=5000, high_risk=True,
+                                          (ev.window_start, ev.window_end), {"alert": transition_record(ev)},
+                                          labels_since_last=5000, high_risk=True,
                                           now=time.time(), model_version="v3")
         self.ov.flush_audit()
         assert req is not None and req.status == "pending"
@@ -404,6 +404,11 @@ def test_ui_needs_the_token_or_a_signed_link_and_escapes_what_it_shows(env):
     page = r.text
     assert "<script>" not in page and "drift&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "credit-risk" in page and "Pending approvals (1)" in page and "Open alerts (1)" in page
+    # The pending request's evidence: the alert that caused it, its statistic and window.
+    pending = page.split("Pending approvals (1)", 1)[1]
+    assert "accuracy 0.71 vs 0.75 on <code>model</code>" in pending
+    assert "window 2023-11-14 21:58:20 UTC to 2023-11-14 22:13:20 UTC" in pending
+    assert f"alert id <code>{ev.id}</code>" in pending and "evidence report</a>" in pending
     # The evidence report link is signed and opens without the token.
     href = page.split('<a href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
     assert href.startswith(f"/api/reports/{ev.id}.html?expires=")
