@@ -265,7 +265,7 @@ class App:
             models=self.model_summaries,
             on_approve=self._on_approve,
             commands=self.commands,
-            slack_actions=SlackActions.from_config(self.config),
+            slack_actions=SlackActions.from_config(self.config, self.metrics),
         )
         self.http.start()
         log.info("serving /metrics /livez /readyz /api on http://%s:%s", self.http_host, self.http.port)

@@ -221,7 +221,8 @@ class HttpServer:
                     ready: Callable[[], tuple[bool, str]], oversight: Oversight | None,
                     models: Callable[[], list[dict]], **kwargs: Any) -> HttpServer:
         h = config.http
-        kwargs.setdefault("slack_actions", SlackActions.from_config(config))
+        if "slack_actions" not in kwargs:
+            kwargs["slack_actions"] = SlackActions.from_config(config)
         return cls(h.host, h.port, registry, live, ready, oversight, h.api_token,
                    max_body_bytes=h.max_body_bytes, rate_limit_per_minute=h.rate_limit_per_minute,
                    reports_dir=config.reports.dir, models=models, **kwargs)
@@ -379,10 +380,13 @@ class HttpServer:
         try:
             sa.verify(body, headers)
         except SlackAuthError as exc:
+            sa.count("unknown", exc.reason)
+            log.warning("/slack/actions refused (%s): %s", exc.reason, exc)
             raise _HttpError(401, str(exc)) from None
         try:
             click = sa.parse(body)
         except SlackPayloadError as exc:
+            sa.count("unknown", "bad_payload")
             raise _HttpError(400, str(exc)) from None
         outcomes: list[tuple[str, int | None, str | None]] = []
         for target, (path, api_body) in zip(click.targets, click.api_calls(), strict=True):
@@ -394,6 +398,8 @@ class HttpServer:
                 outcomes.append((target, None, exc.message))
             except DriftlineError as exc:  # oversight refusals; a command that was not published
                 outcomes.append((target, None, str(exc)))
+        for _, status, _ in outcomes:
+            sa.count(click.action_id, {200: "carried_out", 202: "submitted"}.get(status, "failed"))
         log.info("Slack action %s on %s by %s: %s", click.action_id, ",".join(click.targets), click.actor,
                  ", ".join(f"{t}={s or e}" for t, s, e in outcomes))
         sa.respond(click.response_url, sa.reply(click, outcomes, self.clock()))

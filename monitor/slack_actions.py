@@ -51,7 +51,7 @@ log = logging.getLogger("driftline.slack")
 
 #: Slack's documented bound on a request's age; older ones are refused as replays.
 MAX_AGE_SECONDS = 300
-_MAX_SEEN = 100_000  # signatures remembered for replay refusal (5 minutes of clicks is far fewer)
+_MAX_SEEN = 10_000  # signatures remembered for replay refusal (5 minutes of clicks is far fewer)
 # Slack's response URLs; a payload naming another host is not followed (no request forgery
 # through a leaked signing secret).
 _RESPONSE_HOSTS = ("hooks.slack.com", "hooks.slack-gov.com")
@@ -68,7 +68,12 @@ _ACTIONS = {
 
 
 class SlackAuthError(Exception):
-    """The request is not a fresh request signed by Slack (answered 401)."""
+    """The request is not a fresh request signed by Slack (answered 401); ``reason`` is the
+    metric's outcome: unsigned, bad_signature, stale or replayed."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class SlackPayloadError(Exception):
@@ -108,7 +113,8 @@ class SlackActions:
 
     ``signing_secret`` is the Slack app's (``[sinks.slack] signing_secret``, from the
     environment). ``respond(url, message)`` posts a reply to a response URL (default: an
-    HTTP POST off the request thread, so Slack gets its 200 at once).
+    HTTP POST off the request thread, so Slack gets its 200 at once). ``metrics``: the
+    :class:`monitor.metrics.Metrics` whose ``driftline_slack_actions_total`` it counts in.
     """
 
     def __init__(
@@ -118,6 +124,7 @@ class SlackActions:
         timeout_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
         respond: Callable[[str, dict], None] | None = None,
+        metrics: Any = None,
     ):
         if not isinstance(signing_secret, str) or not signing_secret.strip():
             raise ValueError("sinks.slack.signing_secret must be a non-empty string to serve /slack/actions")
@@ -127,14 +134,21 @@ class SlackActions:
         self._seen: dict[str, float] = {}  # signature -> request timestamp, for replay refusal
         self._lock = threading.Lock()
         self._respond = respond
+        self.metrics = metrics
         self._pool: ThreadPoolExecutor | None = None
         self._client: httpx.Client | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> SlackActions | None:
+    def from_config(cls, config: Any, metrics: Any = None) -> SlackActions | None:
         """None when no signing secret is configured (``/slack/actions`` then answers 404)."""
         secret = config.sinks.slack.signing_secret
-        return cls(secret, timeout_seconds=config.delivery.timeout_seconds) if secret else None
+        return cls(secret, timeout_seconds=config.delivery.timeout_seconds, metrics=metrics) if secret else None
+
+    def count(self, action: str, outcome: str) -> None:
+        """``action``: one of the button action_ids, or ``unknown`` before the payload is read."""
+        if self.metrics is not None:
+            self.metrics.slack_actions.labels(action=action if action in _ACTIONS else "unknown",
+                                              outcome=outcome).inc()
 
     # ------------------------------------------------------------------ verification
 
@@ -143,24 +157,28 @@ class SlackActions:
         h = {k.lower(): v for k, v in headers.items()}
         timestamp, signature = h.get("x-slack-request-timestamp"), h.get("x-slack-signature")
         if not timestamp or not signature:
-            raise SlackAuthError("missing X-Slack-Signature or X-Slack-Request-Timestamp: not signed by Slack")
+            raise SlackAuthError("missing X-Slack-Signature or X-Slack-Request-Timestamp: not signed by Slack",
+                                 "unsigned")
         try:
             ts = int(timestamp)
         except ValueError:
-            raise SlackAuthError(f"X-Slack-Request-Timestamp is not Unix seconds: {timestamp[:40]!r}") from None
+            raise SlackAuthError(f"X-Slack-Request-Timestamp is not Unix seconds: {timestamp[:40]!r}",
+                                 "bad_signature") from None
         now = self.clock()
         if abs(now - ts) > MAX_AGE_SECONDS:
             raise SlackAuthError(
                 f"X-Slack-Request-Timestamp is {int(now - ts)} s from now, more than {MAX_AGE_SECONDS} s: "
-                "refused as a replay (or the clocks disagree)"
+                "refused as a replay (or the clocks disagree)",
+                "stale",
             )
         if not self._verifier.is_valid(body, timestamp, signature):
-            raise SlackAuthError("X-Slack-Signature does not match the body signed with sinks.slack.signing_secret")
+            raise SlackAuthError("X-Slack-Signature does not match the body signed with sinks.slack.signing_secret",
+                                 "bad_signature")
         with self._lock:
             # Within the five minutes, the same signature means the same request sent again.
             horizon = now - MAX_AGE_SECONDS
             if signature in self._seen:
-                raise SlackAuthError("this signed request was already received: refused as a replay")
+                raise SlackAuthError("this signed request was already received: refused as a replay", "replayed")
             if len(self._seen) >= _MAX_SEEN:
                 for s in [s for s, t in self._seen.items() if t < horizon]:
                     del self._seen[s]

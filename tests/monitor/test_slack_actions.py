@@ -20,6 +20,7 @@ from monitor import oversight_cli
 from monitor.audit import AuditLog, verify
 from monitor.events import AlertEvent, RetrainRequest, alert_id
 from monitor.http import HttpServer, ui_link
+from monitor.metrics import Metrics
 from monitor.outbox import Notification
 from monitor.oversight import Oversight
 from monitor.replay import transition_record
@@ -74,8 +75,10 @@ class Env:
         self.approved_event = threading.Event()
         self.reports = tmp_path / "reports"
         self.reports.mkdir()
-        sa = SlackActions(SECRET, respond=lambda url, msg: self.replies.append((url, msg))) if slack else None
-        self.srv = HttpServer("127.0.0.1", 0, CollectorRegistry(), lambda: True, lambda: (True, "ok"), self.ov,
+        self.metrics = Metrics(CollectorRegistry())
+        sa = SlackActions(SECRET, respond=lambda url, msg: self.replies.append((url, msg)),
+                          metrics=self.metrics) if slack else None
+        self.srv = HttpServer("127.0.0.1", 0, self.metrics.registry, lambda: True, lambda: (True, "ok"), self.ov,
                               TOKEN, reports_dir=self.reports, models=lambda: [{"name": "credit-risk", "task":
                               "binary", "ready": True, "reference": "ref.json", "window_events": 900,
                               "firing": [{"rule": "accuracy-drop", "scope": "model"}]}],
@@ -114,6 +117,11 @@ class Env:
         if signed:
             headers |= {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sign(body, ts, secret)}
         return self.client.post("/slack/actions", content=body.encode(), headers=headers)
+
+    def counted(self, action, outcome):
+        v = self.metrics.registry.get_sample_value("driftline_slack_actions_total",
+                                                   {"action": action, "outcome": outcome})
+        return v or 0.0
 
     def entries(self, kind):
         lines = [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
@@ -232,6 +240,7 @@ def test_a_signed_approve_click_approves_the_retrain_as_the_slack_user(env):
     assert all(b.get("block_id") != ACTIONS_BLOCK_ID for b in reply["blocks"])
     assert reply["blocks"][: len(msg["blocks"]) - 1] == msg["blocks"][:-1]
     assert reply["blocks"][-1]["elements"][0]["text"].startswith("Approved by <@U024BE7LH> (alice) at ")
+    assert env.counted(ACTION_APPROVE, "carried_out") == 1
 
 
 def test_unsigned_request_gets_401_and_changes_nothing(env):
@@ -241,6 +250,7 @@ def test_unsigned_request_gets_401_and_changes_nothing(env):
     assert r.status_code == 401 and "not signed by Slack" in r.json()["error"]
     assert env.ov.get_retrain(req.id)["status"] == "pending"
     assert env.replies == [] and env.entries("retrain.approved") == []
+    assert env.counted("unknown", "unsigned") == 1
 
 
 def test_wrong_signature_gets_401(env):
@@ -248,6 +258,7 @@ def test_wrong_signature_gets_401(env):
     msg = slack_message(request_note(req), buttons=True)
     r = env.click(msg, ACTION_APPROVE, secret="another-apps-secret")
     assert r.status_code == 401 and "does not match" in r.json()["error"]
+    assert env.counted("unknown", "bad_signature") == 1
     # A body changed after signing fails the same way.
     body = urlencode({"payload": json.dumps(block_actions(msg, ACTION_APPROVE, USER, RESPONSE_URL))})
     ts = int(time.time())
@@ -266,6 +277,7 @@ def test_a_six_minute_old_signed_request_is_refused_as_a_replay(env):
     msg = slack_message(request_note(req), buttons=True)
     r = env.click(msg, ACTION_APPROVE, ts=int(time.time()) - 360)  # correctly signed, but old
     assert r.status_code == 401 and "replay" in r.json()["error"]
+    assert env.counted("unknown", "stale") == 1
     assert env.ov.get_retrain(req.id)["status"] == "pending"
 
 
@@ -280,6 +292,7 @@ def test_the_same_signed_request_sent_twice_is_refused_the_second_time(env):
     assert env.client.post("/slack/actions", content=body.encode(), headers=headers).status_code == 200
     r = env.client.post("/slack/actions", content=body.encode(), headers=headers)
     assert r.status_code == 401 and "already received" in r.json()["error"]
+    assert env.counted("unknown", "replayed") == 1 and env.counted(ACTION_ACK, "carried_out") == 1
     assert len(env.entries("alert.acknowledged")) == 1
 
 
@@ -322,6 +335,7 @@ def test_a_refused_action_tells_the_person_privately(env):
     ((_, reply),) = env.replies
     assert reply["response_type"] == "ephemeral" and reply["replace_original"] is False
     assert f"Could not approve `{req.id}`" in reply["text"] and "rejected" in reply["text"]
+    assert env.counted(ACTION_APPROVE, "failed") == 1
     assert env.ov.get_retrain(req.id)["status"] == "rejected"
 
 
@@ -342,6 +356,7 @@ def test_payloads_it_cannot_act_on_get_400(env):
         r = env.client.post("/slack/actions", content=body.encode(), headers={
             "X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sign(body, ts)})
         assert r.status_code == 400, body
+    assert env.counted("unknown", "bad_payload") == 3
 
 
 class FakeCommands:
@@ -371,6 +386,7 @@ def test_with_the_kafka_backend_a_click_becomes_a_command_like_the_api_post(tmp_
         assert (op2, target2, who2) == ("silence", ev.id, "slack:U024BE7LH")
         assert abs(args2["until"] - (time.time() + 3600)) < 5
         # Applied by the model's owner later: the person is told it was submitted, the message stays.
+        assert e.counted(ACTION_APPROVE, "submitted") == 1
         reply = e.replies[0][1]
         assert reply["response_type"] == "ephemeral" and "submitted to the replica that owns the model" in reply["text"]
     finally:
