@@ -260,6 +260,7 @@ class App:
 
     def _start_http(self) -> None:
         from monitor.http import HttpServer
+        from monitor.slack_actions import SlackActions
 
         h = self.config.http
         self.http = HttpServer(
@@ -269,6 +270,7 @@ class App:
             models=self.model_summaries,
             on_approve=self._on_approve,
             commands=self.commands, cards_dir=self.config.cards.dir,
+            slack_actions=SlackActions.from_config(self.config, self.metrics),
         )
         self.http.start()
         log.info("serving /metrics /livez /readyz /api on http://%s:%s", self.http_host, self.http.port)

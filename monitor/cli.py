@@ -202,6 +202,11 @@ def _setup_list_alerts(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _setup_ui_link(p: argparse.ArgumentParser) -> None:
+    _api_args(p)
+    p.add_argument("--hours", type=float, default=24.0, help="how long the link works (default 24)")
+
+
 def _setup_list_retrains(p: argparse.ArgumentParser) -> None:
     _api_args(p)
     p.add_argument("--model", default=None)
@@ -296,6 +301,10 @@ COMMANDS: tuple[Command, ...] = (
         ("alerts",), _OVERSIGHT, "main", "list alerts of the running daemon", _setup_list_alerts
     ),
     Command(("retrains",), _OVERSIGHT, "main", "list retrain requests", _setup_list_retrains),
+    Command(
+        ("ui-link",), _OVERSIGHT, "main", "print a signed, expiring link to the read-only /ui page",
+        _setup_ui_link,
+    ),
 )
 
 

@@ -390,6 +390,7 @@ class SlackSinkConfig(_Section):
     webhook_url: str = ""
     dashboard_url: str = ""
     max_per_second: float = 1.0
+    signing_secret: str = ""  # the Slack app's signing secret: buttons on, /slack/actions served
 
 
 class WebhookSinkConfig(_Section):

@@ -14,6 +14,13 @@ Report links in notifications cannot carry a header, so ``GET /api/reports/<name
 accepts ``?expires=<unix>&sig=<hex>`` made by :func:`sign_report_path` with the API token
 (HMAC-SHA256 over the path and expiry): a link opens in a browser until it expires.
 
+``GET /ui`` is a read-only HTML overview (:mod:`monitor.ui`) protected like the API: the
+bearer token, or a signed expiring link (:func:`ui_link`, ``driftline ui-link``) for a
+browser; its report links are signed with the same expiry. ``POST /slack/actions`` is Slack's
+interactivity endpoint (:mod:`monitor.slack_actions`): authenticated by Slack's request
+signature instead of the token, rate-limited like the API, 404 without
+``sinks.slack.signing_secret``; each button becomes the POST below that a person would send.
+
 Endpoints (JSON unless noted)::
 
     GET  /metrics  /livez (/healthz)  /readyz                     no token
@@ -29,6 +36,8 @@ Endpoints (JSON unless noted)::
     GET  /api/reports/{name}         text/html
     GET  /api/cards                  the model cards (monitor.cards), newest period first
     GET  /api/cards/{name}           a card: {name}.json (application/json) or {name}.md (text/markdown)
+    GET  /ui                         text/html (token or signed link)
+    POST /slack/actions              Slack block_actions (Slack signature)
 """
 
 from __future__ import annotations
@@ -52,9 +61,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from monitor.audit import parse_time
+from monitor.errors import DriftlineError
 from monitor.oversight import ConflictError, NotFoundError, Oversight, OversightError
+from monitor.slack_actions import SlackActions, SlackAuthError, SlackPayloadError
+from monitor.ui import CONTENT_SECURITY_POLICY, render_overview
 
-__all__ = ["HttpServer", "RateLimiter", "sign_report_path", "report_link"]
+__all__ = ["HttpServer", "RateLimiter", "sign_report_path", "report_link", "ui_link"]
 
 log = logging.getLogger("driftline.http")
 
@@ -115,6 +127,11 @@ def report_link(base_url: str, name: str, api_token: str, expires: int) -> str:
     return f"{base_url.rstrip('/')}{path}?expires={int(expires)}&sig={sign_report_path(path, expires, api_token)}"
 
 
+def ui_link(base_url: str, api_token: str, expires: int) -> str:
+    """A browser-openable link to the ``/ui`` overview that stops working at ``expires``."""
+    return f"{base_url.rstrip('/')}/ui?expires={int(expires)}&sig={sign_report_path('/ui', expires, api_token)}"
+
+
 class _HttpError(Exception):
     """``close``: the request's body was left unread, so the connection cannot carry
     another request (its bytes would be parsed as one)."""
@@ -173,6 +190,7 @@ class HttpServer:
         on_approve: Callable[[dict], None] | None = None,
         commands: Any = None,
         cards_dir: str | Path | None = None,
+        slack_actions: SlackActions | None = None,
         clock: Callable[[], float] = time.time,
         limiter_clock: Callable[[], float] = time.monotonic,
     ):
@@ -197,6 +215,7 @@ class HttpServer:
         # the replica that owns the model (monitor.commands); answered 202
         self.commands = commands
         self.cards_dir = Path(cards_dir) if cards_dir else None
+        self.slack_actions = slack_actions  # None: /slack/actions answers 404
         self.clock = clock
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -206,6 +225,8 @@ class HttpServer:
                     ready: Callable[[], tuple[bool, str]], oversight: Oversight | None,
                     models: Callable[[], list[dict]], **kwargs: Any) -> HttpServer:
         h = config.http
+        if "slack_actions" not in kwargs:
+            kwargs["slack_actions"] = SlackActions.from_config(config)
         return cls(h.host, h.port, registry, live, ready, oversight, h.api_token,
                    max_body_bytes=h.max_body_bytes, rate_limit_per_minute=h.rate_limit_per_minute,
                    reports_dir=config.reports.dir, models=models, cards_dir=config.cards.dir, **kwargs)
@@ -231,6 +252,8 @@ class HttpServer:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.slack_actions is not None:
+            self.slack_actions.close()
         self._server = None
         self._thread = None
 
@@ -246,15 +269,16 @@ class HttpServer:
             if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_token.encode()):
                 return
             raise _HttpError(401, "invalid bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        if path.startswith("/api/reports/") and "sig" in query and "expires" in query:
+        if (path.startswith("/api/reports/") or path == "/ui") and "sig" in query and "expires" in query:
+            what = "overview" if path == "/ui" else "report"
             try:
                 expires = int(query["expires"][0])
             except ValueError:
-                raise _HttpError(401, "invalid report link") from None
+                raise _HttpError(401, f"invalid {what} link") from None
             good = sign_report_path(path, expires, self.api_token)
             if hmac.compare_digest(good.encode(), query["sig"][0].encode()) and expires > self.clock():
                 return
-            raise _HttpError(401, "report link invalid or expired")
+            raise _HttpError(401, f"{what} link invalid or expired")
         raise _HttpError(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
 
     def _require_oversight(self) -> Oversight:
@@ -262,7 +286,10 @@ class HttpServer:
             raise _HttpError(503, "oversight is not configured in this process")
         return self.oversight
 
-    def handle_api(self, method: str, path: str, query: dict, body: dict | None) -> tuple[int, Any]:
+    def handle_api(self, method: str, path: str, query: dict, body: dict | None, *,
+                   hooks_in_background: bool = False) -> tuple[int, Any]:
+        """One API call; ``hooks_in_background`` runs ``on_approve`` (which may send the
+        retrain, a slow call) on its own thread, for a caller that must answer within seconds."""
         parts = [unquote(p) for p in path.split("/")[2:] if p != ""]
         ov = self._require_oversight()
         q = {k: v[0] for k, v in query.items()}
@@ -313,12 +340,19 @@ class HttpServer:
             fn = ov.approve if parts[2] == "approve" else ov.reject
             req = msgspec.to_builtins(fn(parts[1], who, body.get("reason")))
             if parts[2] == "approve" and self.on_approve is not None:
-                try:
-                    self.on_approve(req)
-                except Exception:  # the approval is recorded; sending is retried by the scheduler
-                    log.exception("on_approve hook failed for retrain %s", parts[1])
+                if hooks_in_background:
+                    threading.Thread(target=self._run_on_approve, args=(req,), name="driftline-on-approve",
+                                     daemon=True).start()
+                else:
+                    self._run_on_approve(req)
             return 200, req
         raise _HttpError(404, f"no such endpoint: POST {path}")
+
+    def _run_on_approve(self, req: dict) -> None:
+        try:
+            self.on_approve(req)
+        except Exception:  # the approval is recorded; sending is retried by the scheduler
+            log.exception("on_approve hook failed for retrain %s", req.get("id"))
 
     def _command(self, parts: list[str], path: str, body: dict, who: Any, now: float) -> tuple[int, Any]:
         """The POST endpoints as commands: the same arguments, checked here as far as a
@@ -342,6 +376,60 @@ class HttpServer:
         if len(parts) == 3 and parts[0] == "retrains" and parts[2] in ("approve", "reject"):
             return 202, submit(parts[2], parts[1], {"reason": body.get("reason")}, who)
         raise _HttpError(404, f"no such endpoint: POST {path}")
+
+    def handle_slack(self, body: bytes, headers: Any) -> None:
+        """A Slack button press: verified, carried out as the API POST it stands for, and
+        answered on the payload's response_url (see :mod:`monitor.slack_actions`)."""
+        sa = self.slack_actions
+        try:
+            sa.verify(body, headers)
+        except SlackAuthError as exc:
+            sa.count("unknown", exc.reason)
+            log.warning("/slack/actions refused (%s): %s", exc.reason, exc)
+            raise _HttpError(401, str(exc)) from None
+        try:
+            click = sa.parse(body)
+        except SlackPayloadError as exc:
+            sa.count("unknown", "bad_payload")
+            raise _HttpError(400, str(exc)) from None
+        outcomes: list[tuple[str, int | None, str | None]] = []
+        for target, (path, api_body) in zip(click.targets, click.api_calls(), strict=True):
+            try:
+                # Slack shows an error after 3 s: sending the approved retrain must not hold the answer.
+                status, _ = self.handle_api("POST", path, {}, dict(api_body), hooks_in_background=True)
+                outcomes.append((target, status, None))
+            except _HttpError as exc:
+                outcomes.append((target, None, exc.message))
+            except DriftlineError as exc:  # oversight refusals; a command that was not published
+                outcomes.append((target, None, str(exc)))
+        for _, status, _ in outcomes:
+            sa.count(click.action_id, {200: "carried_out", 202: "submitted"}.get(status, "failed"))
+        log.info("Slack action %s on %s by %s: %s", click.action_id, ",".join(click.targets), click.actor,
+                 ", ".join(f"{t}={s or e}" for t, s, e in outcomes))
+        sa.respond(click.response_url, sa.reply(click, outcomes, self.clock()))
+
+    def overview(self, query: dict) -> str:
+        """The /ui page. Report links carry the page link's expiry (or an hour with the token),
+        signed, so they open in the same browser."""
+        ov = self._require_oversight()
+        now = self.clock()
+        try:
+            expires = int(query["expires"][0]) if "expires" in query else int(now + 3600)
+        except ValueError:
+            expires = int(now + 3600)
+
+        def report_href(alert_id: str) -> str | None:
+            name = f"{alert_id}.html"
+            try:
+                self.report_file(name)
+            except _HttpError:
+                return None
+            return report_link("", name, self.api_token, expires)
+
+        models = self.handle_api("GET", "/api/models", {}, None)[1]["models"]
+        alerts = [a for a in ov.list_alerts(now=now) if a["state"] != "resolved"]
+        pending = ov.list_retrains(status="pending", kind="all")
+        return render_overview(models=models, alerts=alerts, pending=pending, now=now, report_href=report_href)
 
     def report_file(self, name: str) -> Path:
         if self.reports_dir is None:
@@ -430,6 +518,10 @@ def _make_handler(app: HttpServer) -> type[BaseHTTPRequestHandler]:
                                "text/plain; charset=utf-8")
                 elif path == "/api" or path.startswith("/api/"):
                     self._api(method, path, parse_qs(split.query))
+                elif path == "/ui":
+                    self._ui(method, parse_qs(split.query))
+                elif path == "/slack/actions":
+                    self._slack(method)
                 else:
                     self._drain()
                     self._error(404, f"no such path: {path}", close=self.close_connection)
@@ -451,21 +543,14 @@ def _make_handler(app: HttpServer) -> type[BaseHTTPRequestHandler]:
             elif length and length != "0":
                 self.close_connection = True
 
-        def _api(self, method: str, path: str, query: dict) -> None:
-            client = self.client_address[0]
-            allowed, wait = app.limiter.allow(client)
+        def _rate_limit(self) -> None:
+            allowed, wait = app.limiter.allow(self.client_address[0])
             if not allowed:
                 self._drain()
                 raise _HttpError(429, f"rate limit of {app.rate_limit_per_minute} requests per minute exceeded",
                                  {"Retry-After": str(max(1, int(wait + 0.999)))})
-            if not app.api_token:
-                self._drain()
-                raise _HttpError(404, "the API is disabled (http.api_token is empty)")
-            try:
-                app._check_auth(self.headers.get("Authorization"), path, query)
-            except _HttpError:
-                self._drain()
-                raise
+
+        def _read_body(self) -> bytes:
             if self.headers.get("Transfer-Encoding"):
                 raise _HttpError(411, "chunked bodies are not accepted; send Content-Length", close=True)
             length_text = self.headers.get("Content-Length") or "0"
@@ -474,7 +559,44 @@ def _make_handler(app: HttpServer) -> type[BaseHTTPRequestHandler]:
             length = int(length_text)
             if length > app.max_body_bytes:
                 raise _HttpError(413, f"request body of {length} bytes exceeds the limit of {app.max_body_bytes}")
-            raw = self.rfile.read(length) if length else b""
+            return self.rfile.read(length) if length else b""
+
+        def _ui(self, method: str, query: dict) -> None:
+            self._rate_limit()
+            self._drain()
+            if method != "GET":
+                raise _HttpError(405, f"method {method} not allowed on /ui (it is read-only)", {"Allow": "GET, HEAD"})
+            if not app.api_token:
+                raise _HttpError(404, "the overview is disabled (http.api_token is empty)")
+            app._check_auth(self.headers.get("Authorization"), "/ui", query)
+            page = app.overview(query).encode()
+            self._send(200, page, "text/html; charset=utf-8",
+                       {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Referrer-Policy": "no-referrer",
+                        "X-Frame-Options": "DENY"})
+
+        def _slack(self, method: str) -> None:
+            self._rate_limit()
+            if method != "POST":
+                self._drain()
+                raise _HttpError(405, f"method {method} not allowed on /slack/actions", {"Allow": "POST"})
+            if app.slack_actions is None:
+                self._drain()
+                raise _HttpError(404, "Slack actions are disabled (sinks.slack.signing_secret is empty)")
+            app.handle_slack(self._read_body(), self.headers)
+            # Slack's acknowledgement: 200 with no body; the outcome went to the response_url.
+            self._send(200, b"", "text/plain; charset=utf-8")
+
+        def _api(self, method: str, path: str, query: dict) -> None:
+            self._rate_limit()
+            if not app.api_token:
+                self._drain()
+                raise _HttpError(404, "the API is disabled (http.api_token is empty)")
+            try:
+                app._check_auth(self.headers.get("Authorization"), path, query)
+            except _HttpError:
+                self._drain()
+                raise
+            raw = self._read_body()
             body = None
             if raw:
                 try:

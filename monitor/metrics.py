@@ -164,6 +164,12 @@ class Metrics:
         self.retrain_requests = Counter(
             "driftline_trigger_retrain_requests_total", "Retrain requests by outcome.", ["model", "outcome"], registry=r
         )
+        self.slack_actions = Counter(
+            "driftline_slack_actions_total",
+            "Requests to /slack/actions: refused (unsigned, bad_signature, stale, replayed, bad_payload) "
+            "or, per alert/request a button named, carried_out, submitted (kafka backend) or failed.",
+            ["action", "outcome"], registry=r,
+        )
         self.serving_actions = Counter(
             "driftline_serving_actions_total", "Rollback / disable requests by action and outcome.",
             ["model", "action", "outcome"], registry=r,

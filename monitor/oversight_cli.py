@@ -8,6 +8,10 @@ and port. The token: ``--token-file``, else ``$DRIFTLINE_API_TOKEN``, else the c
 
 Works with the ``monitor.cli`` parser (``main(args)`` dispatches on ``args.command``) and
 stand-alone: ``python -m monitor.oversight_cli approve <id> --reason ...``.
+
+``ui-link`` calls nothing: it signs a link to the daemon's read-only ``/ui`` page with the
+token (base URL: ``--url``, ``$DRIFTLINE_URL``, the config's ``http.external_url``, then
+``[http]``), valid for ``--hours``, for someone to open in a browser.
 """
 
 from __future__ import annotations
@@ -92,12 +96,14 @@ def _config(ns: argparse.Namespace) -> Any | None:
         raise ApiError(f"cannot read {path}: {exc}") from None
 
 
-def _resolve_url(ns: argparse.Namespace) -> str:
+def _resolve_url(ns: argparse.Namespace, external: bool = False) -> str:
     if getattr(ns, "url", None):
         return ns.url
     if os.environ.get("DRIFTLINE_URL"):
         return os.environ["DRIFTLINE_URL"]
     cfg = _config(ns)
+    if cfg is not None and external and cfg.http.external_url:
+        return cfg.http.external_url
     if cfg is not None:
         host = cfg.http.host
         host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
@@ -193,6 +199,8 @@ def _run(ns: argparse.Namespace, api: ApiClient) -> Any:
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
     """Run one oversight command; returns the exit code (0 ok, 1 refused/unreachable)."""
     ns = args if isinstance(args, argparse.Namespace) else build_parser().parse_args(args)
+    if ns.command == "ui-link":
+        return _ui_link(ns)
     try:
         api = ApiClient(_resolve_url(ns), _resolve_token(ns))
         try:
@@ -203,6 +211,21 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
         print(f"driftline {ns.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     _print(result, getattr(ns, "json", False))
+    return EXIT_OK
+
+
+def _ui_link(ns: argparse.Namespace) -> int:
+    from monitor.http import ui_link  # lazy: the other commands need no server code
+
+    hours = getattr(ns, "hours", 24.0)
+    try:
+        if not (isinstance(hours, int | float) and 0 < hours <= 24 * 31):
+            raise ApiError(f"--hours must be in (0, 744] (a link is a bearer credential until it expires), got {hours!r}")
+        link = ui_link(_resolve_url(ns, external=True), _resolve_token(ns), int(time.time() + hours * 3600))
+    except ApiError as exc:
+        print(f"driftline ui-link: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(link)
     return EXIT_OK
 
 
@@ -249,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--status", choices=("pending", "approved", "rejected", "sent", "failed", "dry_run"))
     sp.add_argument("--kind", choices=("retrain", "rollback", "disable", "all"),
                     help="which gated requests (default: retrain)")
+    sp = sub.add_parser("ui-link")
+    common(sp)
+    sp.add_argument("--hours", type=float, default=24.0, help="how long the link works (default 24)")
     return p
 
 

@@ -2,6 +2,8 @@
 # Provisions the real servers and tools that tests/integration and the chart checks use:
 #   kafka       Apache Kafka 4.x broker jars (Maven Central, scripts/kafka-pom.xml) -> .cache/kafka/libs
 #   prometheus  Debian's prometheus + prometheus-alertmanager (root with apt-get only)
+#   chromium    Debian's chromium, the headless browser of tests/integration/test_ui_browser.py
+#               (root with apt-get only)
 #   helm        helm v3 built from the Go module proxy -> .cache/bin/helm
 #   kubeconform built from the Go module proxy -> .cache/bin/kubeconform
 #   k8s-schemas Kubernetes JSON schemas for kubeconform, offline, from the kubernetes-validate
@@ -118,6 +120,32 @@ step_prometheus() {
   say prometheus "apt-get installed$pkgs in $(elapsed "$t0")${started:+ (stopped services the install started:$started)}"
 }
 
+# No service comes with the package, so no policy-rc.d is needed (unlike prometheus).
+step_chromium() {
+  local t0 log="$CACHE/apt-chromium.log"
+  if command -v chromium >/dev/null; then
+    say chromium "installed: $(chromium --version 2>/dev/null | head -n1)"
+    return
+  fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    fail_step chromium "missing; install as root: apt-get install -y --no-install-recommends chromium"
+    return
+  fi
+  t0=$(date +%s)
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -qq -o Dpkg::Use-Pty=0
+             install -y --no-install-recommends chromium)
+  # apt-get update only when the package lists are too old or missing to install from.
+  if ! "${apt[@]}" >"$log" 2>&1; then
+    env DEBIAN_FRONTEND=noninteractive apt-get -qq update >>"$log" 2>&1 || true
+    "${apt[@]}" >>"$log" 2>&1 || true
+  fi
+  if ! command -v chromium >/dev/null; then
+    fail_step chromium "apt-get install chromium failed, see .cache/apt-chromium.log: $(tail -n 2 "$log" | tr '\n' ' ')"
+    return
+  fi
+  say chromium "apt-get installed $(chromium --version 2>/dev/null | head -n1) in $(elapsed "$t0")"
+}
+
 # go install into .cache/bin; a stamp file records the version, since `go install`-built
 # binaries do not all report the module version themselves.
 go_tool() {
@@ -195,6 +223,7 @@ PYEOF
 T0=$(date +%s)
 step_kafka
 step_prometheus
+step_chromium
 go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
 step_schemas

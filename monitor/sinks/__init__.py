@@ -65,6 +65,8 @@ def build_sinks(config: Any, *, bootstrap_servers: list[str] | None = None) -> l
                 max_per_second=s.slack.max_per_second,
                 timeout_seconds=d.timeout_seconds,
                 repeat_interval_seconds=a.repeat_interval_seconds,
+                # buttons only where a click can be verified and carried out (/slack/actions)
+                buttons=bool(s.slack.signing_secret),
             )
         )
     if s.webhook.enabled:

@@ -5,6 +5,11 @@ Slack allows about one message per second per incoming webhook and answers 429 w
 hands Slack's Retry-After to the outbox, which waits that long before the next attempt.
 Slack's 4xx answers (``invalid_payload``, ``no_service``, ``channel_is_archived``) are
 configuration problems: not retried, logged and counted as failed.
+
+With ``buttons`` (set when ``sinks.slack.signing_secret`` is, i.e. the webhook belongs to a
+Slack app whose interactivity points at ``/slack/actions``), firing alerts carry
+Acknowledge / Silence 1 h buttons and pending requests Approve / Reject; each button's
+``value`` names the alert ids or the request id it acts on (:mod:`monitor.slack_actions`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,17 @@ from monitor.sinks.render import fmt, iso, link, ranked, slice_lines, statement,
 if TYPE_CHECKING:
     from monitor.outbox import Notification
 
-__all__ = ["SlackSink", "Pacer", "slack_message"]
+__all__ = [
+    "SlackSink",
+    "Pacer",
+    "slack_message",
+    "ACTIONS_BLOCK_ID",
+    "ACTION_ACK",
+    "ACTION_SILENCE",
+    "ACTION_APPROVE",
+    "ACTION_REJECT",
+    "SILENCE_SECONDS",
+]
 
 MAX_LISTED = 10  # drifted features / groups listed in one message; the rest are counted
 _STATE_EMOJI = {
@@ -39,6 +54,16 @@ _STATE_EMOJI = {
     "acknowledged": ":eyes:",
     "silenced": ":mute:",
 }
+
+
+# Block Kit interactive buttons: the action_ids /slack/actions understands (a closed set).
+ACTIONS_BLOCK_ID = "driftline_actions"
+ACTION_ACK = "driftline_ack"
+ACTION_SILENCE = "driftline_silence_1h"
+ACTION_APPROVE = "driftline_approve"
+ACTION_REJECT = "driftline_reject"
+SILENCE_SECONDS = 3600  # the Silence button's duration: long enough to investigate, short enough to come back
+_VALUE_LIMIT = 2000  # Slack's limit on a button's value
 
 
 def _esc(text: str) -> str:
@@ -76,7 +101,45 @@ class Pacer:
             self._next = now + self.interval
 
 
-def _alert_blocks(n: Notification, dashboard_url: str) -> tuple[str, list[dict]]:
+def _button(action_id: str, label: str, value: str, style: str | None = None,
+            confirm: tuple[str, str] | None = None) -> dict:
+    b: dict = {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": label, "emoji": True},
+        "value": value,
+    }
+    if style:
+        b["style"] = style
+    if confirm:
+        # Slack's confirmation dialog: an approval sends a retrain or changes serving, so a
+        # stray click must not be enough.
+        b["confirm"] = {
+            "title": {"type": "plain_text", "text": _cut(confirm[0], 100)},
+            "text": {"type": "mrkdwn", "text": _cut(confirm[1], 300)},
+            "confirm": {"type": "plain_text", "text": label},
+            "deny": {"type": "plain_text", "text": "Cancel"},
+        }
+    return b
+
+
+def _alert_ids_value(events: list) -> tuple[str, int]:
+    """Space-separated ids of the firing alerts (one per episode) that fit in a button's
+    value, and how many did not fit (a group of more than ~80 scopes)."""
+    ids: list[str] = []
+    for e in events:
+        if e.state == "firing" and e.id not in ids:
+            ids.append(e.id)
+    value, kept = "", 0
+    for i in ids:
+        candidate = f"{value} {i}" if value else i
+        if len(candidate) > _VALUE_LIMIT:
+            break
+        value, kept = candidate, kept + 1
+    return value, len(ids) - kept
+
+
+def _alert_blocks(n: Notification, dashboard_url: str, buttons: bool = False) -> tuple[str, list[dict]]:
     events = ranked(n.events)
     state = n.state
     head = title(n.model, state, events, n.repeat)
@@ -148,6 +211,26 @@ def _alert_blocks(n: Notification, dashboard_url: str) -> tuple[str, list[dict]]
             "elements": [{"type": "mrkdwn", "text": _cut(" · ".join(context), 3000)}],
         }
     )
+    value, left_out = _alert_ids_value(events) if buttons and state == "firing" else ("", 0)
+    if value:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": ACTIONS_BLOCK_ID,
+                "elements": [
+                    _button(ACTION_ACK, "Acknowledge", value),
+                    _button(ACTION_SILENCE, "Silence 1 h", value),
+                ],
+            }
+        )
+        if left_out:
+            blocks.append(
+                {
+                    "type": "context",
+                    "elements": [{"type": "mrkdwn", "text": f"The buttons act on the first alerts only; "
+                                  f"{left_out} more through the API or /ui"}],
+                }
+            )
     # The fallback is what notifications, screen readers and old clients show.
     text = head + ": " + "; ".join(statement(e) for e in events[:3])
     if len(events) > 3:
@@ -157,10 +240,11 @@ def _alert_blocks(n: Notification, dashboard_url: str) -> tuple[str, list[dict]]
     return _cut(text, 3000), blocks
 
 
-def _retrain_blocks(n: Notification, dashboard_url: str) -> tuple[str, list[dict]]:
+def _retrain_blocks(n: Notification, dashboard_url: str, buttons: bool = False) -> tuple[str, list[dict]]:
     r = n.retrain
     assert r is not None
-    head = f"Retrain {r.status}: {r.model}"
+    what = (getattr(r, "action", None) or "retrain").capitalize()  # a serving request names its action
+    head = f"{what} {r.status}: {r.model}"
     fields = [
         f"*Model*\n{_esc(r.model)}"
         + (f" (version {_esc(r.model_version)})" if r.model_version else ""),
@@ -182,15 +266,30 @@ def _retrain_blocks(n: Notification, dashboard_url: str) -> tuple[str, list[dict
     blocks.append(
         {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]}
     )
+    if buttons and r.status == "pending":
+        subject = f"{what.lower()} of *{_esc(r.model)}*"
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": ACTIONS_BLOCK_ID,
+                "elements": [
+                    _button(ACTION_APPROVE, "Approve", r.id, "primary",
+                            (f"Approve the {what.lower()}?", f"Approve the {subject}: it is sent at once.")),
+                    _button(ACTION_REJECT, "Reject", r.id, "danger",
+                            (f"Reject the {what.lower()}?", f"Reject the {subject}.")),
+                ],
+            }
+        )
     return _cut(f"{head}: {r.reason}", 3000), blocks
 
 
-def slack_message(n: Notification, dashboard_url: str = "") -> dict:
-    """The JSON body posted to the webhook: ``text`` fallback plus Block Kit ``blocks``."""
+def slack_message(n: Notification, dashboard_url: str = "", buttons: bool = False) -> dict:
+    """The JSON body posted to the webhook: ``text`` fallback plus Block Kit ``blocks``;
+    ``buttons`` adds the interactive actions block (see the module docstring)."""
     if n.kind == "retrain":
-        text, blocks = _retrain_blocks(n, dashboard_url)
+        text, blocks = _retrain_blocks(n, dashboard_url, buttons)
     else:
-        text, blocks = _alert_blocks(n, dashboard_url)
+        text, blocks = _alert_blocks(n, dashboard_url, buttons)
     return {"text": text, "blocks": blocks}
 
 
@@ -198,7 +297,9 @@ class SlackSink(Sink):
     """Posts notifications to one Slack incoming webhook.
 
     ``webhook_url`` comes from the environment (``${SLACK_WEBHOOK_URL}``); ``dashboard_url``
-    may contain ``{model}``; ``max_per_second`` paces this webhook (Slack's limit is 1).
+    may contain ``{model}``; ``max_per_second`` paces this webhook (Slack's limit is 1);
+    ``buttons`` adds the interactive buttons (only useful when the webhook's Slack app sends
+    its interactions to ``/slack/actions``, i.e. ``signing_secret`` is configured).
     """
 
     kinds = ALL_KINDS
@@ -213,6 +314,7 @@ class SlackSink(Sink):
         max_per_second: float = 1.0,
         timeout_seconds: float = 10.0,
         repeat_interval_seconds: float = 0.0,
+        buttons: bool = False,
         client: httpx.Client | None = None,
         pacer: Pacer | None = None,
     ):
@@ -236,11 +338,12 @@ class SlackSink(Sink):
         self.max_per_second = max_per_second
         self.timeout_seconds = timeout_seconds
         self.repeat_interval_seconds = repeat_interval_seconds
+        self.buttons = bool(buttons)
         self._client = client if client is not None else make_http_client(timeout_seconds)
         self._pacer = pacer if pacer is not None else Pacer(max_per_second)
 
     def send(self, notification: Notification) -> DeliveryOutcome:
-        body = slack_message(notification, self.dashboard_url)
+        body = slack_message(notification, self.dashboard_url, self.buttons)
         self._pacer.wait()
         try:
             response = self._client.post(self.webhook_url, json=body)
