@@ -40,6 +40,7 @@ from monitor.metrics import Metrics
 from monitor.outbox import Deliverer, Outbox
 from monitor.oversight import Oversight
 from monitor.pipeline import Output, Pipeline
+from monitor.privacy import ErasureQueue
 from monitor.profiles import load_profiles
 from monitor.replay import transition_record
 from monitor.reports import ReportWriter
@@ -156,6 +157,7 @@ class App:
         self._stop = threading.Event()
         self._checkpoint_due = threading.Event()
         self._idle_due = threading.Event()
+        self.erasures = ErasureQueue(self)  # POST /api/erasures, applied between batches
         self.positions: dict[tuple[str, int], int] = {}
         self.assigned: set[TopicPartition] = set()
         self.restored = False
@@ -263,6 +265,7 @@ class App:
             rate_limit_per_minute=h.rate_limit_per_minute, reports_dir=self.config.reports.dir,
             models=self.model_summaries,
             on_approve=self._on_approve,
+            on_erase=self.erasures.submit,
             commands=self.commands,
         )
         self.http.start()
@@ -534,6 +537,7 @@ class App:
             self._emit(self.pipeline.close_idle(self.config.scheduler.idle_close_seconds))
         if self.kstate is not None:
             self._emit(self.kstate.poll())
+        self.erasures.apply_pending()
         if self._checkpoint_due.is_set():
             self.checkpoint()
 
@@ -559,7 +563,10 @@ class App:
         value = value if isinstance(value, bytes) else (b"" if value is None else bytes(value))
         self.producer.send(self.config.topics.dead_letter, value=value, key=key, headers=headers)
         self.metrics.dead_letters.labels(tp.topic, code).inc()
-        log.warning("dead-lettered %s[%d]@%d: %s", tp.topic, tp.partition, offset, reason)
+        # the reason may quote the record's values (a bad label, timestamp or model): it stays
+        # in the dead-letter header; the log names the code only (monitor.privacy)
+        log.warning("dead-lettered %s[%d]@%d: %s (reason in the driftline.error header)", tp.topic, tp.partition,
+                    offset, code)
 
     def _emit(self, out: Output) -> None:
         # After a rollback (partitions lost) the same transitions are computed again; they

@@ -93,11 +93,12 @@ KINDS = frozenset(
         "serving.dry_run",
         "report.written",
         "audit.tail_repaired",
+        "privacy.erased",
     }
 )
 
 # Entries that concern every model: an export for one model includes them as context.
-_GLOBAL_KINDS = frozenset({"config.loaded", "audit.tail_repaired"})
+_GLOBAL_KINDS = frozenset({"config.loaded", "audit.tail_repaired", "privacy.erased"})
 
 
 class AuditError(ValueError):

@@ -192,6 +192,12 @@ def _setup_list_retrains(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _setup_erase(p: argparse.ArgumentParser) -> None:
+    _config_arg(p, required=True)
+    p.add_argument("prediction_id", help="the prediction id to erase (never stored: the audit entry keeps an HMAC)")
+    p.add_argument("--by", default=os.environ.get("USER", ""), help="who requests it (default: $USER)")
+
+
 _OVERSIGHT = "monitor.oversight_cli"
 
 COMMANDS: tuple[Command, ...] = (
@@ -237,6 +243,13 @@ COMMANDS: tuple[Command, ...] = (
         "main",
         "export a model's audit evidence",
         _setup_audit_export,
+    ),
+    Command(
+        ("erase",),
+        "monitor.privacy",
+        "main",
+        "erase a prediction id from a stopped daemon's state and reports (running: POST /api/erasures)",
+        _setup_erase,
     ),
     Command(
         ("approve",),

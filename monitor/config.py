@@ -82,6 +82,7 @@ __all__ = [
     "SUBGROUP_METRICS",
     "SECURITY_METRICS",
     "ReportsConfig",
+    "PrivacyConfig",
     "RuleConfig",
     "ModelServingConfig",
     "SERVING_PLACEHOLDERS",
@@ -493,6 +494,10 @@ class ReportsConfig(_Section):
     retention_days: float = 30.0
 
 
+class PrivacyConfig(_Section):
+    erasure_secret: str = ""
+
+
 class Config(_Section):
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
     topics: TopicsConfig = msgspec.field(default_factory=TopicsConfig)
@@ -509,6 +514,7 @@ class Config(_Section):
     serving: ServingConfig = msgspec.field(default_factory=ServingConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     reports: ReportsConfig = msgspec.field(default_factory=ReportsConfig)
+    privacy: PrivacyConfig = msgspec.field(default_factory=PrivacyConfig)
 
     def model(self, name: str) -> ModelConfig:
         for m in self.models:
