@@ -608,7 +608,8 @@ def _parser(prog: str, export_cmd: bool) -> argparse.ArgumentParser:
     p.add_argument("--topic", help="Kafka audit topic (instead of a file)")
     p.add_argument("--bootstrap-servers", help="HOST:PORT[,HOST:PORT] of the broker holding --topic")
     if export_cmd:
-        p.add_argument("--model", required=True, help="model name")
+        p.add_argument("--model", help="model name (with --bundle: default every model)")
+        p.add_argument("--bundle", help="write an evidence bundle (index.json, index.md, entries.jsonl) into DIR")
         p.add_argument("--since", help="ISO 8601 date or date-time (UTC if no zone)")
         p.add_argument("--until", help="ISO 8601 date or date-time, exclusive")
         p.add_argument("-o", "--output", "--out", dest="output", default="-", help="output file (default: stdout)")
@@ -659,6 +660,8 @@ def main_verify(args: argparse.Namespace | list[str] | None = None) -> int:
 def main_export(args: argparse.Namespace | list[str] | None = None) -> int:
     """`driftline audit export --model M [--since ...] [-o FILE]`: exit 1 if the chain is broken."""
     ns = _namespace(args, "driftline audit export", export_cmd=True)
+    if getattr(ns, "bundle", None):
+        return _export_bundle(ns)
     if not getattr(ns, "model", None):
         raise SystemExit("error: audit export needs --model NAME (the model whose evidence to export)")
     source = _log_source(ns)
@@ -681,6 +684,57 @@ def main_export(args: argparse.Namespace | list[str] | None = None) -> int:
         print(f"warning: audit chain is broken: {doc['verification']['reason']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _export_bundle(ns: argparse.Namespace) -> int:
+    """``audit export --bundle DIR``: the period's entries (of ``--model``, else of every model)
+    as an evidence bundle (:mod:`monitor.evidence`); exit 1 if the chain is broken."""
+    from monitor.evidence import build_bundle, write_bundle
+
+    source = _log_source(ns)
+    if isinstance(source, _TopicSource):
+        raise SystemExit("error: --bundle reads a file log (audit.path); for the Kafka audit topic, export the "
+                         "entries with `audit export --model M -o FILE` first")
+    try:
+        since_ts = parse_time(ns.since) if ns.since else None
+        until_ts = parse_time(ns.until) if getattr(ns, "until", None) else None
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    result = verify(source)
+    entries = []
+    for _, raw in _iter_lines(source):
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue  # reported by the verification result
+        if ns.model:
+            keep = select_for_export(entry, ns.model, since_ts, until_ts)
+        else:
+            keep = isinstance(entry, dict) and _in_period(entry, since_ts, until_ts)
+        if keep:
+            entries.append(entry)
+    config = _load_config(ns.config) if getattr(ns, "config", None) else None
+    db = None
+    if config is not None:
+        from monitor.state import DB_NAME
+
+        db = Path(config.state.dir) / DB_NAME
+    index = build_bundle(entries, asdict(result), ns.since, getattr(ns, "until", None), config=config, state_db=db,
+                         since_ts=since_ts, until_ts=until_ts)
+    out = write_bundle(ns.bundle, entries, index)
+    print(f"wrote an evidence bundle of {len(entries)} entries to {out}", file=sys.stderr)
+    if not result.ok:
+        print(f"warning: audit chain is broken: {result.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _in_period(entry: dict, since_ts: float | None, until_ts: float | None) -> bool:
+    try:
+        ts = _entry_time(entry)
+    except (KeyError, ValueError, AttributeError):
+        return False
+    return (since_ts is None or ts >= since_ts) and (until_ts is None or ts < until_ts)
 
 
 def main(args: argparse.Namespace) -> int:

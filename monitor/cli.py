@@ -122,7 +122,11 @@ def _setup_audit_verify(p: argparse.ArgumentParser) -> None:
 
 def _setup_audit_export(p: argparse.ArgumentParser) -> None:
     _audit_source(p)
-    p.add_argument("--model", required=True, help="model whose evidence to export")
+    p.add_argument("--model", default=None, help="model whose evidence to export (required without --bundle)")
+    p.add_argument(
+        "--bundle", default=None, metavar="DIR",
+        help="write an evidence bundle for the period (EU AI Act Art. 72 and Art. 12 headings) into DIR",
+    )
     p.add_argument("--since", default=None, help="ISO 8601 date or date-time (UTC if no zone)")
     p.add_argument("--until", default=None, help="ISO 8601 date or date-time, exclusive")
     p.add_argument(
@@ -241,7 +245,7 @@ COMMANDS: tuple[Command, ...] = (
         ("audit", "export"),
         "monitor.audit",
         "main",
-        "export a model's audit evidence",
+        "export a model's audit evidence, or an evidence bundle of a period (--bundle)",
         _setup_audit_export,
     ),
     Command(
