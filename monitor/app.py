@@ -112,7 +112,8 @@ class App:
         with self.store.transaction() as conn:
             conn.execute(EVALUATIONS_SCHEMA.strip().rstrip(";"))
         audit_path = config.audit.path if state_dir is None else str(Path(state_dir) / "audit.jsonl")
-        self.audit = self._topic_audit() if audit_topic(config) else AuditLog(audit_path)
+        self.audit = self._topic_audit() if audit_topic(config) else AuditLog(
+            audit_path, payload_retention_days=config.audit.payload_retention_days)
         self.audit.config_loaded(config, config_source)
         self.oversight = Oversight.from_config(config, self.store, self.audit, self.metrics)
         self.outbox = Outbox(self.store, build_sinks(config, bootstrap_servers=self.bootstrap),
@@ -466,6 +467,8 @@ class App:
         self.scheduler.add_job(self.oversight.flush_audit, "interval", seconds=5, id="audit-flush")
         if self.reports.enabled:
             self.scheduler.add_job(self.reports.purge, "interval", hours=1, id="reports-purge")
+        if s.audit.payload_retention_days > 0:  # file log only (config check)
+            self.scheduler.add_job(self.audit.redact, "interval", hours=1, id="audit-redact")
         if self.retrain_sender is not None:
             # approved (or approval-free) retrain requests go out with retries from here
             self.scheduler.add_job(self.retrain_sender.send_due, "interval", seconds=5, id="retrain-send")

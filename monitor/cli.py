@@ -134,6 +134,13 @@ def _setup_audit_export(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _setup_audit_redact(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--path", default=None, help="audit log file (JSON lines)")
+    src.add_argument("--config", "-c", default=None, help="config file: its audit.path and payload_retention_days")
+    p.add_argument("--days", type=float, default=None, help="payload retention (default: the config's)")
+
+
 def _api_args(p: argparse.ArgumentParser) -> None:
     _config_arg(p)
     p.add_argument("--url", default=None, help="API base URL (default: $DRIFTLINE_URL or [http])")
@@ -247,6 +254,13 @@ COMMANDS: tuple[Command, ...] = (
         "main",
         "export a model's audit evidence, or an evidence bundle of a period (--bundle)",
         _setup_audit_export,
+    ),
+    Command(
+        ("audit", "redact"),
+        "monitor.audit",
+        "main",
+        "drop audit payloads older than audit.payload_retention_days (the chain still verifies)",
+        _setup_audit_redact,
     ),
     Command(
         ("erase",),

@@ -75,9 +75,10 @@ def build_bundle(entries: list[dict], verification: dict, since: str | None, unt
     """The index of an evidence bundle from the period's audit entries."""
     kinds = Counter(e["kind"] for e in entries)
     episodes: dict[str, dict] = {}
+    redacted = Counter(e["kind"] for e in entries if e.get("data") is None)
     for e in entries:
-        if e["kind"] != "alert.transition":
-            continue
+        if e["kind"] != "alert.transition" or e.get("data") is None:
+            continue  # a redacted transition counts in the logs, not as an episode
         ev = e["data"]["event"]
         ep = episodes.setdefault(ev["id"], {"alert_id": ev["id"], "model": ev["model"], "rule": ev["rule"],
                                             "metric": ev["metric"], "scope": ev["scope"],
@@ -112,7 +113,8 @@ def build_bundle(entries: list[dict], verification: dict, since: str | None, unt
                                    for e in entries if e["kind"].startswith(_CORRECTIVE)],
         },
         "art_12_record_keeping": {
-            "logs": {"entries": len(entries), "by_kind": dict(sorted(kinds.items())), "chain": verification},
+            "logs": {"entries": len(entries), "by_kind": dict(sorted(kinds.items())), "chain": verification,
+                     "payloads_redacted": dict(sorted(redacted.items()))},
             "reference_versions": [{"time": e["time"], "model": e.get("model"), **e["data"]}
                                    for e in entries if e["kind"] == "reference.version"],
             "config_versions": [{"time": e["time"], "config_hash": e["data"].get("config_hash"),
@@ -158,7 +160,9 @@ def _md(index: dict) -> str:
               f"### Logs (Art. 12(1)): {a12['logs']['entries']} entries in this period", "",
               f"Chain verification of the whole log: {'OK' if chain.get('ok') else 'FAILED: ' + str(chain.get('reason'))}"
               f", head seq {chain.get('head_seq')} hash {chain.get('head_hash')}", ""]
-    lines += [f"- {k}: {n}" for k, n in a12["logs"]["by_kind"].items()]
+    lines += [f"- {k}: {n}" + (f" ({a12['logs']['payloads_redacted'][k]} payloads redacted by retention)"
+                               if k in a12["logs"]["payloads_redacted"] else "")
+              for k, n in a12["logs"]["by_kind"].items()]
     lines += ["", "### Reference versions", ""]
     lines += [f"- {r['time']} {r['model']}: {r.get('version')} sha256 {r.get('sha256')}" for r in a12["reference_versions"]]
     lines += ["", "### Config versions", ""]

@@ -205,6 +205,11 @@ def erase_live(app, prediction_id: str, who: str | None = None) -> dict:
             total += c
             if kst is not None:
                 kst.stage.dirty.add(m.cfg.name)
+    pool = getattr(app, "report_pool", None)
+    if pool is not None:
+        # a report job queued before the erasure holds rows drawn before it: let it land
+        # (one worker, in order), then delete what holds the id. Rare, so the loop may wait.
+        pool.submit(lambda: None).result()
     reports = erase_reports(app.config.reports.dir, key)
     entry = _record(app.audit, prediction_id, app.config.privacy.erasure_secret, total, reports, where, who,
                     app.config.state.backend)
