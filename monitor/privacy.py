@@ -179,9 +179,10 @@ def _record(audit, prediction_id: str, secret: str, removed: Counter, reports: l
 def erase_live(app, prediction_id: str, who: str | None = None) -> dict:
     """Erase ``prediction_id`` from a running App's state, on its poll loop thread.
 
-    Marks what changed for the next checkpoint (requested at once): with the SQLite backend
-    every blob is rewritten anyway; with the Kafka backend the changed partitions and models
-    get a new snapshot in the changelog, which compaction then keeps instead of the old one.
+    Checkpoints at once: with the SQLite backend every blob is rewritten (freed pages
+    zeroed); with the Kafka backend the changed partitions and models are marked so that the
+    transaction writes new snapshots to the changelog, which compaction then keeps instead
+    of the old ones.
     """
     key = id_key(prediction_id)
     total: Counter = Counter()
@@ -213,9 +214,25 @@ def erase_live(app, prediction_id: str, who: str | None = None) -> dict:
     reports = erase_reports(app.config.reports.dir, key)
     entry = _record(app.audit, prediction_id, app.config.privacy.erasure_secret, total, reports, where, who,
                     app.config.state.backend)
-    app._checkpoint_due.set()
+    _checkpoint_scrubbed(app)
     return {"audit_seq": entry["seq"], "id_hmac": entry["data"]["id_hmac"], "salt": entry["data"]["salt"],
             "removed": entry["data"]["removed"], "reports_deleted": reports}
+
+
+def _checkpoint_scrubbed(app) -> None:
+    """Checkpoint now (this is the loop thread) with SQLite zeroing the pages the old blobs
+    free, then fold the write-ahead log in and truncate it: the erased rows' bytes leave the
+    database files, not only its current rows. secure_delete doubles a checkpoint's writes,
+    so it is on for this one only."""
+    conn = app.store.read()
+    conn.execute("PRAGMA secure_delete=ON")
+    try:
+        app.checkpoint()
+    finally:
+        conn.execute("PRAGMA secure_delete=OFF")
+    # best effort: with a reader (the HTTP thread) in the way SQLite reports busy, and the
+    # old frames are overwritten as the log is reused
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def erase_offline(config, prediction_id: str, who: str | None = None, state_dir: str | None = None,

@@ -195,10 +195,11 @@ def test_erased_id_is_gone_from_every_store_and_the_chain_verifies(tmp_path, env
         row = next(p for p in preds if p["prediction_id"] == targets[0])
         assert rows[sampled[0]]["num_00"] == row["features"]["num_00"]  # its raw values, by its key
 
+        raw = b"".join(p.read_bytes() for p in state.glob("driftline.db*"))
+        assert b"\xcf" + sampled[0].to_bytes(8, "big") in raw  # the byte check below can fail
         for pid in targets:
             status, body = _erase_via_api(app, pid)
             assert status == 200, body
-        app.checkpoint(commit=False)
 
         after = _keys_in_state(state)
         for pid in targets:
@@ -206,6 +207,12 @@ def test_erased_id_is_gone_from_every_store_and_the_chain_verifies(tmp_path, env
             assert k not in after["join"] and k not in after["panes"]
             assert all(k not in keys for keys in _report_keys(reports).values())
         assert not (reports / f"{report_id}.html").exists()  # the report held the sampled id
+        # the erased keys' bytes (numpy's little-endian arrays, msgpack's big-endian ints) are
+        # not in the database files either: no old page or log frame keeps them
+        raw = b"".join(p.read_bytes() for p in state.glob("driftline.db*"))
+        for pid in targets:
+            k = id_key(pid)
+            assert np.uint64(k).tobytes() not in raw and b"\xcf" + k.to_bytes(8, "big") not in raw
         assert row["features"]["num_00"] not in [r["num_00"] for r in _sampled_rows(state).values()]
         # nothing else was taken: the other ids are all still there
         assert after["join"] == before["join"] - {id_key(t) for t in targets}
