@@ -7,9 +7,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -200,6 +202,15 @@ def test_erased_id_is_gone_from_every_store_and_the_chain_verifies(tmp_path, env
         for pid in targets:
             status, body = _erase_via_api(app, pid)
             assert status == 200, body
+            assert pid not in json.dumps(body)
+        url = f"{app.http.url}/api/erasures"
+        for headers, body, code in (({}, {"prediction_id": targets[0], "who": "x"}, 401),
+                                    ({"Authorization": f"Bearer {TOKEN}"}, {"prediction_id": targets[0]}, 400),
+                                    ({"Authorization": f"Bearer {TOKEN}"}, {"prediction_id": 7, "who": "x"}, 400)):
+            req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10)
+            assert err.value.code == code
 
         after = _keys_in_state(state)
         for pid in targets:
@@ -312,3 +323,41 @@ def test_no_raw_value_in_logs_or_metrics(tmp_path, env, small_spec, caplog):
     for text, where in ((logs, "logs"), (metrics, "metrics")):
         for value in (SENSITIVE, repr(NUMERIC), CATEGORY, "0.73196458"):
             assert value not in text, f"{value!r} appears in the {where}"
+
+
+# -- retention ----------------------------------------------------------------------------------------
+def test_row_samples_are_kept_for_the_window_only(tmp_path, env, small_spec):
+    config, _p, _l, start, preds, labels = build_case(tmp_path, small_spec, hours=1.0, extra_toml=_extra(tmp_path))
+    state = tmp_path / "state"
+    app = _app(tmp_path, config)
+    try:
+        _feed(app, "predictions", preds, 0)
+        _feed(app, "labels", labels, 0)
+        app.checkpoint(commit=False)
+    finally:
+        app.close()
+    unpack = msgspec.msgpack.Decoder()
+    model = unpack.decode(_blobs(state)["model/m"])
+    oldest = min(d["start"] for d in model["panes"])
+    assert len(model["panes"]) == 15 and oldest > start + 1800  # the window moved on
+    ts = {int(k): p["timestamp"] for k, p in zip(hash_ids([p["prediction_id"] for p in preds]), preds, strict=True)}
+    rows = _sampled_rows(state)
+    assert len(rows) >= 100
+    # every sampled row is a prediction of a pane still in the window: rows of evicted panes left with them
+    assert min(ts[k] for k in rows) >= oldest
+    assert sum(1 for t in ts.values() if t < oldest) > 1000
+
+
+def test_purge_deletes_reports_with_their_manifests(tmp_path):
+    from monitor.privacy import write_manifest
+    from monitor.reports import purge
+
+    now = time.time()
+    for name, age_days in (("old", 31), ("new", 1)):
+        (tmp_path / f"{name}.html").write_text("<html></html>")
+        write_manifest(tmp_path, name, [1, 2, 3])
+        for p in (tmp_path / f"{name}.html", tmp_path / f"{name}.keys.json"):
+            os.utime(p, (now - age_days * 86400, now - age_days * 86400))
+    deleted = sorted(p.name for p in purge(tmp_path, 30, now=now))
+    assert deleted == ["old.html", "old.keys.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.html", "new.keys.json"]
