@@ -247,6 +247,11 @@ def erase_offline(config, prediction_id: str, who: str | None = None, state_dir:
     if config.state.backend != "sqlite":
         raise StateError('state.backend = "kafka": the state lives in the changelog topics of the running '
                          "replicas; erase through their API (POST /api/erasures on every replica)")
+    running = _daemon_answering(config)
+    if running:
+        # its next checkpoint would write its in-memory state, with the id, over ours
+        raise StateError(f"a daemon answers on {running} (http.host, http.port of this config): erase through "
+                         "its API, POST /api/erasures, or stop it first")
     key = id_key(prediction_id)
     store = StateStore(state_dir or config.state.dir)
     try:
@@ -289,6 +294,25 @@ def erase_offline(config, prediction_id: str, who: str | None = None, state_dir:
         store.close()
     return {"audit_seq": entry["seq"], "id_hmac": entry["data"]["id_hmac"], "salt": entry["data"]["salt"],
             "removed": entry["data"]["removed"], "reports_deleted": reports}
+
+
+def _daemon_answering(config) -> str | None:
+    """``host:port`` when a daemon with this config's HTTP address answers ``/livez``."""
+    import urllib.error
+    import urllib.request
+
+    h = config.http
+    if not h.port:
+        return None  # an ephemeral port: nothing to ask
+    host = "127.0.0.1" if h.host in ("0.0.0.0", "::", "") else h.host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{h.port}/livez", timeout=1.0):
+            pass
+    except urllib.error.HTTPError:
+        pass  # answered (e.g. 503 while its loop is stuck): running
+    except OSError:
+        return None  # nothing listening
+    return f"{host}:{h.port}"
 
 
 class ErasureQueue:

@@ -68,8 +68,8 @@ class FakeProducer:
         pass
 
 
-def _extra(tmp_path: Path, sample_size: int = 300) -> str:
-    return (f'[kafka]\nfetch_process = false\n[http]\napi_token = "${{TEST_API_TOKEN}}"\n'
+def _extra(tmp_path: Path, sample_size: int = 300, port: int = 0) -> str:
+    return (f'[kafka]\nfetch_process = false\n[http]\nport = {port}\napi_token = "${{TEST_API_TOKEN}}"\n'
             f'[reports]\ndir = "{(tmp_path / "reports").as_posix()}"\nsample_size = {sample_size}\n'
             '[privacy]\nerasure_secret = "${TEST_ERASURE_SECRET}"\n')
 
@@ -273,11 +273,28 @@ def test_offline_erase_on_a_stopped_daemons_state(tmp_path, env, small_spec):
     assert np.uint64(id_key(pid)).tobytes() not in raw
 
 
-def _config_file(tmp_path: Path, state: Path) -> Path:
+def test_offline_erase_refuses_while_the_daemon_answers(tmp_path, env, small_spec):
+    from monitor.errors import StateError
+    from monitor.privacy import erase_offline
+
+    config, *_ = build_case(tmp_path, small_spec, hours=0.1, extra_toml=_extra(tmp_path))
+    app = _app(tmp_path, config)
+    try:
+        app._start_http()
+        cfg = _config_file(tmp_path, tmp_path / "state", port=app.http.port)
+        from monitor.config import load_config
+
+        with pytest.raises(StateError, match=r"a daemon answers on 127\.0\.0\.1:\d+.*POST /api/erasures"):
+            erase_offline(load_config(cfg), "m-0-1")
+    finally:
+        app.close()
+
+
+def _config_file(tmp_path: Path, state: Path, port: int = 0) -> Path:
     from monitor.synth import config_models_toml, default_rules
 
     spec = ModelSpec("m", n_numeric=4, n_categorical=2, rate=4.0, label_delay=60.0, sensitive={"sex": ["F", "M"]})
-    text = (_extra(tmp_path) + f'[state]\ndir = "{state.as_posix()}"\n[audit]\npath = '
+    text = (_extra(tmp_path, port=port) + f'[state]\ndir = "{state.as_posix()}"\n[audit]\npath = '
             f'"{(state / "audit.jsonl").as_posix()}"\n'
             + config_models_toml(spec, reference=(tmp_path / "m.json").as_posix(), rules=default_rules(0.6, 0.55),
                                  pane_seconds=60.0, window_panes=15, allowed_lateness_seconds=30.0))
@@ -320,7 +337,9 @@ def test_no_raw_value_in_logs_or_metrics(tmp_path, env, small_spec, caplog):
     logs = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     metrics = generate_latest(registry).decode()
     assert "ALERT FIRING" in logs  # the stream was processed and alerting (the test sees the logs)
-    for text, where in ((logs, "logs"), (metrics, "metrics")):
+    audit = (tmp_path / "state" / "audit.jsonl").read_text()
+    assert '"alert.transition"' in audit
+    for text, where in ((logs, "logs"), (metrics, "metrics"), (audit, "audit trail")):
         for value in (SENSITIVE, repr(NUMERIC), CATEGORY, "0.73196458"):
             assert value not in text, f"{value!r} appears in the {where}"
 
