@@ -492,29 +492,32 @@ class AuditLog(_Recorder):
         if self.payload_retention_days <= 0:
             return 0
         cutoff = (_time.time() if now is None else now) - self.payload_retention_days * 86400.0
+        tmp = self.path.with_name(f".{self.path.name}.redact.tmp")
         with self._lock, self._flocked():
             self._fh.seek(0)
-            lines = self._fh.read().splitlines(keepends=True)
-            out, n = [], 0
-            for lineno, raw in enumerate(lines, start=1):
-                try:
-                    entry = json.loads(raw)
-                except ValueError as exc:
-                    raise AuditError(f"audit log {str(self.path)!r} line {lineno} is not JSON ({exc}): run "
-                                     "`driftline audit verify`; nothing was redacted") from exc
-                if ("data_sha256" in entry and entry.get("data") is not None and entry.get("kind") not in KEEP_PAYLOAD
-                        and parse_time(entry["time"]) < cutoff):
-                    entry["data"] = None
-                    raw = canonical(entry) + b"\n"
-                    n += 1
-                out.append(raw)
-            if n == 0:
-                return 0
-            tmp = self.path.with_name(f".{self.path.name}.redact.tmp")
-            with open(tmp, "wb") as fh:
-                fh.writelines(out)
-                fh.flush()
-                os.fsync(fh.fileno())
+            n = 0
+            try:
+                with open(tmp, "wb") as out:  # streamed: a long log is never all in memory
+                    for lineno, raw in enumerate(self._fh, start=1):
+                        try:
+                            entry = json.loads(raw)
+                        except ValueError as exc:
+                            raise AuditError(f"audit log {str(self.path)!r} line {lineno} is not JSON ({exc}): "
+                                             "run `driftline audit verify`; nothing was redacted") from exc
+                        if ("data_sha256" in entry and entry.get("data") is not None
+                                and entry.get("kind") not in KEEP_PAYLOAD and parse_time(entry["time"]) < cutoff):
+                            entry["data"] = None
+                            raw = canonical(entry) + b"\n"
+                            n += 1
+                        out.write(raw)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if n == 0:
+                    tmp.unlink()
+                    return 0
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             os.replace(tmp, self.path)
             dirfd = os.open(self.path.parent, os.O_RDONLY)
             try:

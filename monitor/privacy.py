@@ -139,6 +139,9 @@ def report_manifest(report_dir: str | Path, alert_id: str) -> Path:
 
 def write_manifest(report_dir: str | Path, alert_id: str, keys) -> Path:
     """The keys of a report's sampled rows, so that an erasure finds the reports holding an id."""
+    from monitor.reports import report_name  # lazy: reports imports pandas
+
+    report_name(alert_id)  # the same names as the reports: never outside the directory
     path = report_manifest(report_dir, alert_id)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps({"kind": "report_keys", "version": 1,
