@@ -36,7 +36,6 @@ import logging
 import os
 import queue
 import secrets
-import threading
 from collections import Counter
 from concurrent.futures import Future
 from pathlib import Path
@@ -325,7 +324,6 @@ class ErasureQueue:
         self.app = app
         self.wait_seconds = wait_seconds
         self._q: queue.Queue[tuple[str, str | None, Future]] = queue.Queue()
-        self._lock = threading.Lock()
 
     def submit(self, prediction_id: str, who: str | None) -> tuple[int, dict]:
         """Queue an erasure and wait for the loop to apply it: (200, result), or 202 when the
