@@ -82,7 +82,9 @@ def build_bundle(entries: list[dict], verification: dict, since: str | None, unt
         ev = e["data"]["event"]
         ep = episodes.setdefault(ev["id"], {"alert_id": ev["id"], "model": ev["model"], "rule": ev["rule"],
                                             "metric": ev["metric"], "scope": ev["scope"],
-                                            "severity": ev["severity"], "transitions": []})
+                                            "severity": ev["severity"], "model_versions": [], "transitions": []})
+        if ev.get("model_version") and ev["model_version"] not in ep["model_versions"]:
+            ep["model_versions"].append(ev["model_version"])  # the serving model's versions seen
         ep["transitions"].append({"state": ev["state"], "time": e["time"], "value": ev["value"],
                                   "threshold": ev["threshold"], "seq": e["seq"]})
     for ep in episodes.values():

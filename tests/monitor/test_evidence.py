@@ -20,7 +20,7 @@ DAY = 86400.0
 def _event(i: int, state: str, seq: int, t: float) -> AlertEvent:
     return AlertEvent(id=f"a{i}", seq=seq, state=state, model="m", rule="accuracy-drop", metric="accuracy",
                       scope="model", severity="critical", value=0.5 + 0.01 * i, threshold=0.55,
-                      window_start=t - 900, window_end=t, started_at=t)
+                      window_start=t - 900, window_end=t, started_at=t, model_version=f"1.{i}.0")
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_bundle_sections_and_numbers_equal_the_entries_of_the_period(tmp_path, l
     assert a72["alerts"]["episodes"] == len({e["data"]["alert_id"] for e in transitions}) == 2
     assert a72["alerts"]["by_model_final_state"] == {"m": {"resolved": 1, "firing": 1}}
     a1 = next(ep for ep in a72["alerts"]["list"] if ep["alert_id"] == "a1")
-    assert [t["state"] for t in a1["transitions"]] == ["firing", "resolved"]
+    assert [t["state"] for t in a1["transitions"]] == ["firing", "resolved"] and a1["model_versions"] == ["1.1.0"]
     assert [c["kind"] for c in a72["corrective_actions"]] == ["retrain.created", "retrain.approved", "trigger.sent"]
     assert a12["logs"]["entries"] == len(mine)
     assert a12["logs"]["by_kind"] == {k: sum(e["kind"] == k for e in mine) for k in {e["kind"] for e in mine}}
