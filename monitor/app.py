@@ -41,6 +41,7 @@ from monitor.metrics import Metrics
 from monitor.outbox import Deliverer, Outbox
 from monitor.oversight import Oversight
 from monitor.pipeline import Output, Pipeline
+from monitor.privacy import ErasureQueue
 from monitor.profiles import load_profiles
 from monitor.replay import transition_record
 from monitor.reports import ReportWriter
@@ -112,7 +113,8 @@ class App:
         with self.store.transaction() as conn:
             conn.execute(EVALUATIONS_SCHEMA.strip().rstrip(";"))
         audit_path = config.audit.path if state_dir is None else str(Path(state_dir) / "audit.jsonl")
-        self.audit = self._topic_audit() if audit_topic(config) else AuditLog(audit_path)
+        self.audit = self._topic_audit() if audit_topic(config) else AuditLog(
+            audit_path, payload_retention_days=config.audit.payload_retention_days)
         self.audit.config_loaded(config, config_source)
         self.oversight = Oversight.from_config(config, self.store, self.audit, self.metrics)
         self.outbox = Outbox(self.store, build_sinks(config, bootstrap_servers=self.bootstrap),
@@ -157,6 +159,7 @@ class App:
         self._stop = threading.Event()
         self._checkpoint_due = threading.Event()
         self._idle_due = threading.Event()
+        self.erasures = ErasureQueue(self)  # POST /api/erasures, applied between batches
         self.positions: dict[tuple[str, int], int] = {}
         self.assigned: set[TopicPartition] = set()
         self._group_joined = False  # the input group gave this member an assignment (maybe empty)
@@ -269,6 +272,7 @@ class App:
             rate_limit_per_minute=h.rate_limit_per_minute, reports_dir=self.config.reports.dir,
             models=self.model_summaries,
             on_approve=self._on_approve,
+            on_erase=self.erasures.submit,
             commands=self.commands, cards_dir=self.config.cards.dir,
             slack_actions=SlackActions.from_config(self.config, self.metrics),
         )
@@ -477,6 +481,8 @@ class App:
             self.scheduler.add_job(write_due_cards, "interval", args=(self,), hours=s.cards.interval_hours, id="cards")
         if self.reports.enabled:
             self.scheduler.add_job(self.reports.purge, "interval", hours=1, id="reports-purge")
+        if s.audit.payload_retention_days > 0:  # file log only (config check)
+            self.scheduler.add_job(self.audit.redact, "interval", hours=1, id="audit-redact")
         if self.retrain_sender is not None:
             # approved (or approval-free) retrain requests go out with retries from here
             self.scheduler.add_job(self.retrain_sender.send_due, "interval", seconds=5, id="retrain-send")
@@ -548,6 +554,7 @@ class App:
             self._emit(self.pipeline.close_idle(self.config.scheduler.idle_close_seconds))
         if self.kstate is not None:
             self._emit(self.kstate.poll())
+        self.erasures.apply_pending()
         if self._checkpoint_due.is_set():
             self.checkpoint()
 
@@ -573,7 +580,10 @@ class App:
         value = value if isinstance(value, bytes) else (b"" if value is None else bytes(value))
         self.producer.send(self.config.topics.dead_letter, value=value, key=key, headers=headers)
         self.metrics.dead_letters.labels(tp.topic, code).inc()
-        log.warning("dead-lettered %s[%d]@%d: %s", tp.topic, tp.partition, offset, reason)
+        # the reason may quote the record's values (a bad label, timestamp or model): it stays
+        # in the dead-letter header; the log names the code only (monitor.privacy)
+        log.warning("dead-lettered %s[%d]@%d: %s (reason in the driftline.error header)", tp.topic, tp.partition,
+                    offset, code)
 
     def _emit(self, out: Output) -> None:
         # After a rollback (partitions lost) the same transitions are computed again; they

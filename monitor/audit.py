@@ -19,6 +19,15 @@ allow_nan=False)`` encoded as UTF-8. Each line *is* the canonical JSON of the fu
 parsed content unchanged (an added space, a reordered key) is reported. Non-finite floats
 are stored as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (JSON has no NaN).
 
+Payload retention (``audit.payload_retention_days`` > 0): entries then also carry
+``data_sha256 = sha256(canonical(data))`` and their ``hash`` is taken over the entry
+*without* ``data`` (its digest stands in for it). :meth:`AuditLog.redact` later replaces the
+``data`` of entries older than the retention with ``null``: seq, time, kind, model, actor,
+ref and both hashes stay, so the chain still verifies, and a payload that is present must
+still match its digest (an edited one is reported). A redaction is visible (``data`` is
+null) and recorded by an ``audit.redacted`` entry; it cannot alter what an entry said, only
+drop it. Entries written without ``data_sha256`` cannot be redacted.
+
 Tail truncation (dropping the newest entries) leaves a valid shorter chain; no chain alone
 can detect it. :meth:`AuditLog.head` gives ``(seq, hash)`` to record elsewhere, and
 ``verify(..., expect_head=...)`` checks the log still reaches it.
@@ -60,6 +69,8 @@ __all__ = [
     "main_verify",
     "main_export",
     "KINDS",
+    "KEEP_PAYLOAD",
+    "data_digest",
 ]
 
 GENESIS_HASH = "0" * 64
@@ -94,11 +105,18 @@ KINDS = frozenset(
         "report.written",
         "card.written",
         "audit.tail_repaired",
+        "privacy.erased",
+        "audit.redacted",
     }
 )
 
 # Entries that concern every model: an export for one model includes them as context.
-_GLOBAL_KINDS = frozenset({"config.loaded", "audit.tail_repaired"})
+_GLOBAL_KINDS = frozenset({"config.loaded", "audit.tail_repaired", "privacy.erased", "audit.redacted"})
+
+# Payloads kept whatever the retention: versions, repairs and privacy records hold no
+# personal data and are the evidence of what ran and what was erased or redacted.
+KEEP_PAYLOAD = frozenset({"config.loaded", "reference.version", "audit.tail_repaired", "privacy.erased",
+                          "audit.redacted"})
 
 
 class AuditError(ValueError):
@@ -143,9 +161,16 @@ def canonical(obj: Any) -> bytes:
 
 
 def entry_hash(entry: dict) -> str:
-    """sha256 hex of the canonical JSON of ``entry`` without its ``hash`` key."""
+    """sha256 hex of the canonical JSON of ``entry`` without its ``hash`` key (and without
+    ``data`` when ``data_sha256`` commits to it: see payload retention above)."""
     body = {k: v for k, v in entry.items() if k != "hash"}
+    if "data_sha256" in body:
+        body.pop("data", None)
     return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def data_digest(data: Any) -> str:
+    return hashlib.sha256(canonical(data)).hexdigest()
 
 
 def _iso(ts: float) -> str:
@@ -182,7 +207,7 @@ def prepare_entries(entries: list[dict]) -> list[tuple]:
 
 def make_entry(
     seq: int, prev_hash: str, kind: str, data: Any, model: str | None, actor: str | None,
-    ref: str | None, ts: float, chain: str | None = None,
+    ref: str | None, ts: float, chain: str | None = None, commit_data: bool = False,
 ) -> dict:
     """The entry that follows ``(seq - 1, prev_hash)``, its ``hash`` computed.
 
@@ -198,6 +223,8 @@ def make_entry(
     }
     if chain is not None:
         entry["chain"] = chain
+    if commit_data:
+        entry["data_sha256"] = data_digest(data)
     if model is not None:
         entry["model"] = model
     if actor is not None:
@@ -237,6 +264,8 @@ def check_record(
         return entry, f"entry cannot be canonicalised: {exc}"
     if recomputed != entry["hash"]:
         return entry, "hash does not match the entry's content (entry edited)"
+    if "data_sha256" in entry and entry["data"] is not None and data_digest(entry["data"]) != entry["data_sha256"]:
+        return entry, "data does not match data_sha256 (payload edited)"
     if canon != body:
         return entry, "line is not in canonical form (entry edited)"
     if kinds is not None and (not isinstance(entry["kind"], str) or entry["kind"] not in kinds):
@@ -294,8 +323,12 @@ class AuditLog(_Recorder):
     off and an ``audit.tail_repaired`` entry records its length and sha256.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, payload_retention_days: float = 0.0):
+        if not (isinstance(payload_retention_days, int | float) and payload_retention_days >= 0):
+            raise AuditError(f"audit.payload_retention_days must be >= 0, got {payload_retention_days!r}")
         self.path = Path(path)
+        # > 0: entries commit to their payload by digest, and redact() drops old payloads
+        self.payload_retention_days = float(payload_retention_days)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # "a+b": create if missing, never overwrite; reads are used to resume the chain.
@@ -312,7 +345,20 @@ class AuditLog(_Recorder):
 
     @contextlib.contextmanager
     def _flocked(self):
-        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+        while True:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+            try:
+                replaced = os.stat(self.path).st_ino != os.fstat(self._fh.fileno()).st_ino
+            except FileNotFoundError:
+                replaced = False  # removed under us: keep appending where we are, as before
+            if not replaced:
+                break
+            # redact() (here or in another process) replaced the file: follow it, and make
+            # the next append re-read the head
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = open(self.path, "a+b")  # noqa: SIM115 - held open for the log's life
+            self._size = -1
         try:
             yield
         finally:
@@ -425,7 +471,8 @@ class AuditLog(_Recorder):
         self, kind: str, data: Any, model: str | None, actor: str | None, ref: str | None, ts: float,
         sync: bool = True,
     ) -> dict:
-        entry = make_entry(self._seq + 1, self._hash, kind, data, model, actor, ref, ts)
+        entry = make_entry(self._seq + 1, self._hash, kind, data, model, actor, ref, ts,
+                           commit_data=self.payload_retention_days > 0)
         line = canonical(entry) + b"\n"
         self._fh.seek(0, os.SEEK_END)
         self._fh.write(line)
@@ -437,6 +484,58 @@ class AuditLog(_Recorder):
         self._hash = entry["hash"]
         self._last = entry
         return entry
+
+    def redact(self, now: float | None = None) -> int:
+        """Drop the payloads (``data`` -> null) of entries older than the payload retention,
+        except :data:`KEEP_PAYLOAD` kinds; returns how many, recorded by an ``audit.redacted``
+        entry. The file is rewritten to a temporary file and renamed (a crash leaves either
+        version whole); the chain verifies before and after."""
+        if self.payload_retention_days <= 0:
+            return 0
+        cutoff = (_time.time() if now is None else now) - self.payload_retention_days * 86400.0
+        tmp = self.path.with_name(f".{self.path.name}.redact.tmp")
+        with self._lock, self._flocked():
+            self._fh.seek(0)
+            n = 0
+            try:
+                with open(tmp, "wb") as out:  # streamed: a long log is never all in memory
+                    for lineno, raw in enumerate(self._fh, start=1):
+                        try:
+                            entry = json.loads(raw)
+                        except ValueError as exc:
+                            raise AuditError(f"audit log {str(self.path)!r} line {lineno} is not JSON ({exc}): "
+                                             "run `driftline audit verify`; nothing was redacted") from exc
+                        if ("data_sha256" in entry and entry.get("data") is not None
+                                and entry.get("kind") not in KEEP_PAYLOAD and parse_time(entry["time"]) < cutoff):
+                            entry["data"] = None
+                            raw = canonical(entry) + b"\n"
+                            n += 1
+                        out.write(raw)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if n == 0:
+                    tmp.unlink()
+                    return 0
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            os.replace(tmp, self.path)
+            dirfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+            old = self._fh
+            self._fh = open(self.path, "a+b")  # noqa: SIM115 - held open for the log's life
+            # the lock on the old inode is released when it closes; writers waiting on it
+            # follow the rename in _flocked
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+            old.close()
+            self._size = os.fstat(self._fh.fileno()).st_size
+            self._append_locked("audit.redacted", {"before": _iso(cutoff), "entries": n,
+                                                   "payload_retention_days": self.payload_retention_days},
+                                None, None, None, _time.time())
+        return n
 
     def close(self) -> None:
         with self._lock:
@@ -608,7 +707,8 @@ def _parser(prog: str, export_cmd: bool) -> argparse.ArgumentParser:
     p.add_argument("--topic", help="Kafka audit topic (instead of a file)")
     p.add_argument("--bootstrap-servers", help="HOST:PORT[,HOST:PORT] of the broker holding --topic")
     if export_cmd:
-        p.add_argument("--model", required=True, help="model name")
+        p.add_argument("--model", help="model name (with --bundle: default every model)")
+        p.add_argument("--bundle", help="write an evidence bundle (index.json, index.md, entries.jsonl) into DIR")
         p.add_argument("--since", help="ISO 8601 date or date-time (UTC if no zone)")
         p.add_argument("--until", help="ISO 8601 date or date-time, exclusive")
         p.add_argument("-o", "--output", "--out", dest="output", default="-", help="output file (default: stdout)")
@@ -659,6 +759,8 @@ def main_verify(args: argparse.Namespace | list[str] | None = None) -> int:
 def main_export(args: argparse.Namespace | list[str] | None = None) -> int:
     """`driftline audit export --model M [--since ...] [-o FILE]`: exit 1 if the chain is broken."""
     ns = _namespace(args, "driftline audit export", export_cmd=True)
+    if getattr(ns, "bundle", None):
+        return _export_bundle(ns)
     if not getattr(ns, "model", None):
         raise SystemExit("error: audit export needs --model NAME (the model whose evidence to export)")
     source = _log_source(ns)
@@ -683,9 +785,81 @@ def main_export(args: argparse.Namespace | list[str] | None = None) -> int:
     return 0
 
 
+def _export_bundle(ns: argparse.Namespace) -> int:
+    """``audit export --bundle DIR``: the period's entries (of ``--model``, else of every model)
+    as an evidence bundle (:mod:`monitor.evidence`); exit 1 if the chain is broken."""
+    from monitor.evidence import build_bundle, write_bundle
+
+    source = _log_source(ns)
+    if isinstance(source, _TopicSource):
+        raise SystemExit("error: --bundle reads a file log (audit.path); for the Kafka audit topic, export the "
+                         "entries with `audit export --model M -o FILE` first")
+    try:
+        since_ts = parse_time(ns.since) if ns.since else None
+        until_ts = parse_time(ns.until) if getattr(ns, "until", None) else None
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    result = verify(source)
+    entries = []
+    for _, raw in _iter_lines(source):
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue  # reported by the verification result
+        if ns.model:
+            keep = select_for_export(entry, ns.model, since_ts, until_ts)
+        else:
+            keep = isinstance(entry, dict) and _in_period(entry, since_ts, until_ts)
+        if keep:
+            entries.append(entry)
+    config = _load_config(ns.config) if getattr(ns, "config", None) else None
+    db = None
+    if config is not None:
+        from monitor.state import DB_NAME
+
+        db = Path(config.state.dir) / DB_NAME
+    index = build_bundle(entries, asdict(result), ns.since, getattr(ns, "until", None), config=config, state_db=db,
+                         since_ts=since_ts, until_ts=until_ts)
+    out = write_bundle(ns.bundle, entries, index)
+    print(f"wrote an evidence bundle of {len(entries)} entries to {out}", file=sys.stderr)
+    if not result.ok:
+        print(f"warning: audit chain is broken: {result.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _in_period(entry: dict, since_ts: float | None, until_ts: float | None) -> bool:
+    try:
+        ts = _entry_time(entry)
+    except (KeyError, ValueError, AttributeError):
+        return False
+    return (since_ts is None or ts >= since_ts) and (until_ts is None or ts < until_ts)
+
+
+def main_redact(ns: argparse.Namespace) -> int:
+    """`driftline audit redact`: drop payloads older than the retention now (the daemon does
+    it hourly); for a stopped daemon's log or a one-off with ``--days``."""
+    cfg = _load_config(ns.config) if getattr(ns, "config", None) else None
+    path = Path(ns.path) if getattr(ns, "path", None) else (Path(cfg.audit.path) if cfg is not None else None)
+    days = ns.days if getattr(ns, "days", None) is not None else (cfg.audit.payload_retention_days if cfg else 0.0)
+    if path is None:
+        raise SystemExit("error: give --path (the audit log file) or --config (its audit.path)")
+    if not days > 0:
+        raise SystemExit("error: no payload retention: set audit.payload_retention_days in the config or give --days")
+    try:
+        with AuditLog(path, payload_retention_days=days) as log:
+            n = log.redact()
+    except AuditError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"redacted the payloads of {n} entries older than {days:g} days in {path}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
-    """Entry point of ``monitor.cli`` for ``audit verify`` and ``audit export`` (by ``args.command``)."""
+    """Entry point of ``monitor.cli`` for ``audit verify``, ``export`` and ``redact`` (by ``args.command``)."""
     command = getattr(args, "command", "")
+    if command == "audit redact":
+        return main_redact(args)
     if command == "audit verify":
         return main_verify(args)
     if command == "audit export":

@@ -144,12 +144,23 @@ def _setup_audit_verify(p: argparse.ArgumentParser) -> None:
 
 def _setup_audit_export(p: argparse.ArgumentParser) -> None:
     _audit_source(p)
-    p.add_argument("--model", required=True, help="model whose evidence to export")
+    p.add_argument("--model", default=None, help="model whose evidence to export (required without --bundle)")
+    p.add_argument(
+        "--bundle", default=None, metavar="DIR",
+        help="write an evidence bundle for the period (EU AI Act Art. 72 and Art. 12 headings) into DIR",
+    )
     p.add_argument("--since", default=None, help="ISO 8601 date or date-time (UTC if no zone)")
     p.add_argument("--until", default=None, help="ISO 8601 date or date-time, exclusive")
     p.add_argument(
         "-o", "--output", "--out", dest="output", default="-", help="file (default: stdout)"
     )
+
+
+def _setup_audit_redact(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--path", default=None, help="audit log file (JSON lines)")
+    src.add_argument("--config", "-c", default=None, help="config file: its audit.path and payload_retention_days")
+    p.add_argument("--days", type=float, default=None, help="payload retention (default: the config's)")
 
 
 def _api_args(p: argparse.ArgumentParser) -> None:
@@ -219,6 +230,12 @@ def _setup_list_retrains(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _setup_erase(p: argparse.ArgumentParser) -> None:
+    _config_arg(p, required=True)
+    p.add_argument("prediction_id", help="the prediction id to erase (never stored: the audit entry keeps an HMAC)")
+    p.add_argument("--by", default=os.environ.get("USER", ""), help="who requests it (default: $USER)")
+
+
 _OVERSIGHT = "monitor.oversight_cli"
 
 COMMANDS: tuple[Command, ...] = (
@@ -269,8 +286,22 @@ COMMANDS: tuple[Command, ...] = (
         ("audit", "export"),
         "monitor.audit",
         "main",
-        "export a model's audit evidence",
+        "export a model's audit evidence, or an evidence bundle of a period (--bundle)",
         _setup_audit_export,
+    ),
+    Command(
+        ("audit", "redact"),
+        "monitor.audit",
+        "main",
+        "drop audit payloads older than audit.payload_retention_days (the chain still verifies)",
+        _setup_audit_redact,
+    ),
+    Command(
+        ("erase",),
+        "monitor.privacy",
+        "main",
+        "erase a prediction id from a stopped daemon's state and reports (running: POST /api/erasures)",
+        _setup_erase,
     ),
     Command(
         ("approve",),

@@ -83,6 +83,7 @@ __all__ = [
     "SUBGROUP_METRICS",
     "SECURITY_METRICS",
     "ReportsConfig",
+    "PrivacyConfig",
     "RuleConfig",
     "ModelServingConfig",
     "SERVING_PLACEHOLDERS",
@@ -486,6 +487,7 @@ class AuditConfig(_Section):
     partitions: int = 1
     replication_factor: int = -1  # -1: the broker's default.replication.factor
     read_timeout_seconds: float = 30.0
+    payload_retention_days: float = 0.0  # 0: payloads kept for the life of the log
 
 
 class ReportsConfig(_Section):
@@ -503,6 +505,8 @@ class CardsConfig(_Section):
     interval_hours: float = 24.0
     static: str = ""
     dir: str = "./state/cards"
+class PrivacyConfig(_Section):
+    erasure_secret: str = ""
 
 
 class Config(_Section):
@@ -522,6 +526,7 @@ class Config(_Section):
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     reports: ReportsConfig = msgspec.field(default_factory=ReportsConfig)
     cards: CardsConfig = msgspec.field(default_factory=CardsConfig)
+    privacy: PrivacyConfig = msgspec.field(default_factory=PrivacyConfig)
 
     def model(self, name: str) -> ModelConfig:
         for m in self.models:
@@ -1609,6 +1614,7 @@ def _check_audit(c: _Check) -> None:
             f"{_show(topic)} is not a Kafka topic name (1-249 of the characters a-z A-Z 0-9 . _ -)",
         )
     c.positive("partitions", "read_timeout_seconds")
+    c.non_negative("payload_retention_days")
     rf = c.kw.get("replication_factor")
     if rf is not None and rf != -1 and rf < 1:
         c.error(
@@ -1645,6 +1651,11 @@ def _check_config(c: _Check) -> None:
                         f"(models without `reference`: {', '.join(missing)}); build one with "
                         "`driftline reference build`")
     _check_serving_rules(c)
+    audit = c.kw.get("audit")
+    if audit is not None and audit.payload_retention_days > 0 and (audit.topic or (state and state.backend == "kafka")):
+        # a Kafka topic cannot be rewritten: its payloads live as long as the topic
+        c.ctx.error(("audit", "payload_retention_days"), "needs the file audit log: the audit trail is on a Kafka "
+                    "topic here (audit.topic, or state.backend = \"kafka\"), whose records cannot be redacted")
 
 
 _HOOKS: dict[type, Callable[[_Check], None]] = {

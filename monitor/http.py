@@ -33,6 +33,7 @@ Endpoints (JSON unless noted)::
     POST /api/models/{name}/override {"who", "why", "active"? (default true), "until"?}
     POST /api/retrains/{id}/approve  {"who", "reason"}   (any kind of request)
     POST /api/retrains/{id}/reject   {"who", "reason"}
+    POST /api/erasures               {"who", "prediction_id"}   (monitor.privacy)
     GET  /api/reports/{name}         text/html
     GET  /api/cards                  the model cards (monitor.cards), newest period first
     GET  /api/cards/{name}           a card: {name}.json (application/json) or {name}.md (text/markdown)
@@ -188,6 +189,7 @@ class HttpServer:
         models: Callable[[], list[dict]] = list,
         *,
         on_approve: Callable[[dict], None] | None = None,
+        on_erase: Callable[[str, str | None], tuple[int, dict]] | None = None,
         commands: Any = None,
         cards_dir: str | Path | None = None,
         slack_actions: SlackActions | None = None,
@@ -211,6 +213,8 @@ class HttpServer:
         self.reports_dir = Path(reports_dir) if reports_dir else None
         self.models = models
         self.on_approve = on_approve
+        # POST /api/erasures: the app's ErasureQueue.submit (monitor.privacy)
+        self.on_erase = on_erase
         # state.backend = "kafka": actions become commands on the commands topic, applied by
         # the replica that owns the model (monitor.commands); answered 202
         self.commands = commands
@@ -321,6 +325,8 @@ class HttpServer:
         body = body or {}
         who = body.get("who")
         now = self.clock()
+        if parts == ["erasures"]:
+            return self._erase(body, who)
         if self.commands is not None:
             return self._command(parts, path, body, who, now)
         if len(parts) == 3 and parts[0] == "alerts" and parts[2] == "ack":
@@ -353,6 +359,18 @@ class HttpServer:
             self.on_approve(req)
         except Exception:  # the approval is recorded; sending is retried by the scheduler
             log.exception("on_approve hook failed for retrain %s", req.get("id"))
+
+    def _erase(self, body: dict, who: Any) -> tuple[int, Any]:
+        """``POST /api/erasures {"prediction_id", "who"}``: this process's stores only (with
+        state.backend = "kafka", every replica must be asked)."""
+        if self.on_erase is None:
+            raise _HttpError(503, "erasure is not available in this process")
+        pid = body.get("prediction_id")
+        if not isinstance(pid, str) or not pid:
+            raise _HttpError(400, "prediction_id must be a non-empty string")
+        if not isinstance(who, str) or not who.strip():
+            raise _HttpError(400, "who is required (the person requesting the erasure, for the audit trail)")
+        return self.on_erase(pid, who.strip())
 
     def _command(self, parts: list[str], path: str, body: dict, who: Any, now: float) -> tuple[int, Any]:
         """The POST endpoints as commands: the same arguments, checked here as far as a

@@ -458,9 +458,10 @@ class Pane:
         return p
 
 
-def window_sample(panes, size: int) -> dict[str, list]:
+def window_sample(panes, size: int, with_keys: bool = False) -> dict[str, list]:
     """Rows for an evidence report: bottom-``size`` of the panes' prediction samples, with
-    the label attached where the coordinated outcome samples hold it (else None)."""
+    the label attached where the coordinated outcome samples hold it (else None); with
+    ``with_keys``, the rows' id hashes under ``__key`` (for the report's manifest)."""
     panes = list(panes)
     if not panes or panes[0].psample.k == 0:
         return {}
@@ -472,4 +473,8 @@ def window_sample(panes, size: int) -> dict[str, list]:
     lookup = dict(zip(labels.keys.tolist(), labels.data["__label"].tolist(), strict=True))
     out = {c: v.tolist() for c, v in rows.data.items()}
     out["__label"] = [lookup.get(k) for k in rows.keys.tolist()]
+    if with_keys:
+        # an erasure finds the reports holding an id by their manifests (monitor.privacy);
+        # never a column of the report itself
+        out["__key"] = rows.keys.tolist()
     return out

@@ -289,7 +289,7 @@ class ModelRuntime:
     def _with_reports(self, transitions: list[AlertEvent], out: Output,
                       evals: list[Evaluation]) -> list[AlertEvent]:
         """New episodes get an evidence report (written off the poll loop) and its link."""
-        current = window_sample(self.panes, self.report_size)
+        current = window_sample(self.panes, self.report_size, with_keys=True)
         findings = [e.record() for e in evals if e.metric in _FINDINGS and e.value is not None]
         result = []
         for t in transitions:

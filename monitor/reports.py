@@ -48,6 +48,7 @@ __all__ = [
 SCORE = "__score"
 LABEL = "__label"
 PREDICTION = "__prediction"
+KEY = "__key"  # id hashes of the sampled rows: to the report's manifest, never into the report
 QUALITY_COLUMNS = (SCORE, LABEL, PREDICTION)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -421,7 +422,7 @@ def _with_findings(html: str, alert: Any, findings: Sequence[Mapping[str, Any]])
 
 
 def purge(out_dir: str | Path, retention_days: float, now: float | None = None) -> list[Path]:
-    """Delete reports (and abandoned temporary files) last modified more than
+    """Delete reports, their key manifests (and abandoned temporary files) last modified more than
     ``retention_days`` before ``now``. Returns the deleted paths."""
     if not retention_days > 0:
         raise ValueError(f"reports.retention_days must be > 0, got {retention_days!r}")
@@ -431,7 +432,9 @@ def purge(out_dir: str | Path, retention_days: float, now: float | None = None) 
     cutoff = (time.time() if now is None else now) - retention_days * 86400.0
     deleted = []
     for path in out.iterdir():
-        if not (path.suffix == ".html" or (path.name.startswith(".report-") and path.suffix == ".tmp")):
+        # reports, their manifests (the sampled rows' id hashes) and abandoned temporary files
+        if not (path.suffix == ".html" or path.name.endswith(".keys.json")
+                or (path.name.startswith(".") and path.suffix == ".tmp")):
             continue
         try:
             if path.is_file() and path.stat().st_mtime < cutoff:
@@ -470,6 +473,13 @@ class ReportWriter:
               alert: Any, findings: Sequence[Mapping[str, Any]] = ()) -> Path | None:
         if not self.enabled:
             return None
+        if isinstance(current, pd.DataFrame) and KEY in current:
+            from monitor.privacy import write_manifest  # lazy: privacy imports the decoder
+
+            # the manifest first: a report on disk always has one for an erasure to find
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_manifest(self.dir, alert if isinstance(alert, str) else alert.id, current[KEY].tolist())
+            current = current.drop(columns=[KEY])
         return write_report(reference, current, model.task, self.dir, alert,
                             features={f.name: f.type for f in model.features}, classes=model.classes,
                             findings=findings)

@@ -92,6 +92,7 @@ def test_every_command_is_registered_with_its_module():
     assert seen["card"] == ("monitor.cards", "main")
     for name in ("approve", "reject", "ack", "silence", "override", "alerts", "retrains"):
         assert seen[name][0] == "monitor.oversight_cli"
+    assert seen["erase"] == ("monitor.privacy", "main")
 
 
 def _required_args(cmd: cli.Command) -> list[str]:
@@ -105,6 +106,7 @@ def _required_args(cmd: cli.Command) -> list[str]:
         "ack": ["a-1"],
         "silence": ["a-1", "--duration", "60"],
         "override": ["credit-risk"],
+        "erase": ["--config", "c.toml", "p-1"],
     }.get(" ".join(cmd.words), [])
 
 
