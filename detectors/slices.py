@@ -42,6 +42,7 @@ channel=app True 0.062 0.0313
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,36 @@ def _accumulate(codes, flags, units, single_off, pi, pj, nlev_j, pair_off, n_out
 
 
 _NO_UNITS = np.zeros(0, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=64)
+def _slice_index(dims: tuple[str, ...], levels: tuple[tuple[str, ...], ...],
+                 pairs: tuple[tuple[int, int], ...]) -> dict[str, Any]:
+    """The cell index of a slice layout (see :class:`SliceCounts`); arrays read-only."""
+    nlev = np.array([len(lv) for lv in levels], dtype=np.int64)
+    single_off = np.concatenate([[0], np.cumsum(nlev)[:-1]]).astype(np.int64)
+    n_single = int(nlev.sum())
+    pi = np.array([i for i, _ in pairs], dtype=np.int64)
+    pj = np.array([j for _, j in pairs], dtype=np.int64)
+    sizes = nlev[pi] * nlev[pj]
+    pair_off = n_single + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    names = [f"{d}={v}" for d, lv in zip(dims, levels, strict=True) for v in lv]
+    parents = [np.zeros((0, 2), dtype=np.int64)]
+    for i, j in pairs:
+        li, lj = levels[i], levels[j]
+        names += [f"{dims[i]}={a}&{dims[j]}={c}" for a in li for c in lj]
+        a = np.repeat(np.arange(len(li)), len(lj))
+        c = np.tile(np.arange(len(lj)), len(li))
+        parents.append(np.column_stack([single_off[i] + a, single_off[j] + c]))
+    out = {"_nlev": nlev, "_single_off": single_off, "_n_single": n_single, "_pi": pi, "_pj": pj,
+           "_nlev_pj": nlev[pj], "_pair_off": pair_off, "n_cells": n_single + int(sizes.sum()),
+           # The two single cells each pair cell lies in, for telling a slice apart from a
+           # more specific slice inside it (see rank_slices).
+           "_parents": np.concatenate(parents).astype(np.int64), "names": tuple(names)}
+    for v in out.values():
+        if isinstance(v, np.ndarray):
+            v.setflags(write=False)
+    return out
 
 
 class SliceCounts(_Additive):
@@ -167,29 +198,15 @@ class SliceCounts(_Additive):
 
     def _build_index(self) -> None:
         nlev = np.array([len(lv) for lv in self.levels], dtype=np.int64)
-        self._nlev = nlev
-        self._single_off = np.concatenate([[0], np.cumsum(nlev)[:-1]]).astype(np.int64)
-        self._n_single = int(nlev.sum())
-        self._pi = np.array([i for i, _ in self.pairs], dtype=np.int64)
-        self._pj = np.array([j for _, j in self.pairs], dtype=np.int64)
-        self._nlev_pj = nlev[self._pj]
-        sizes = nlev[self._pi] * nlev[self._pj]
-        self._pair_off = self._n_single + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.n_cells = self._n_single + int(sizes.sum())
-        if self.n_cells > self.max_cells:
+        sizes = nlev[[i for i, _ in self.pairs]] * nlev[[j for _, j in self.pairs]] if self.pairs else nlev[:0]
+        n_cells = int(nlev.sum()) + int(sizes.sum())
+        if n_cells > self.max_cells:
+            self.n_cells, self._n_single = n_cells, int(nlev.sum())
             return  # __init__ refuses the layout; spare building a huge index first
-        names = [f"{d}={v}" for d, lv in zip(self.dims, self.levels, strict=True) for v in lv]
-        parents = [np.zeros((0, 2), dtype=np.int64)]
-        for i, j in self.pairs:
-            li, lj = self.levels[i], self.levels[j]
-            names += [f"{self.dims[i]}={a}&{self.dims[j]}={c}" for a in li for c in lj]
-            a = np.repeat(np.arange(len(li)), len(lj))
-            c = np.tile(np.arange(len(lj)), len(li))
-            parents.append(np.column_stack([self._single_off[i] + a, self._single_off[j] + c]))
-        self.names = names
-        # The two single cells each pair cell lies in, for telling a slice apart from a
-        # more specific slice inside it (see rank_slices).
-        self._parents = np.concatenate(parents).astype(np.int64)
+        # Shared by every sketch of one layout (a window merges hundreds of panes restored
+        # from their dicts): built once, read-only.
+        self.__dict__.update(_slice_index(tuple(self.dims), tuple(tuple(lv) for lv in self.levels),
+                                          tuple(self.pairs)))
 
     def _reset(self) -> None:
         for f in _COUNT_FIELDS:

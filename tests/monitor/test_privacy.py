@@ -323,6 +323,9 @@ def test_no_raw_value_in_logs_or_metrics(tmp_path, env, small_spec, caplog):
     wrong_label = [{**labels[0], "label": SENSITIVE}]
     registry = CollectorRegistry()
     caplog.set_level(logging.DEBUG)
+    # the daemon's own loggers too: an in-process bench run (tests/monitor/test_bench_pipeline.py)
+    # quiets "driftline" to ERROR for the rest of the session
+    caplog.set_level(logging.DEBUG, logger="driftline")
     app = _app(tmp_path, config, registry)
     try:
         off = _feed(app, "predictions", preds[:50] + bad + preds[50:], 0)
