@@ -93,8 +93,8 @@ def test_checkpoint_figure_runs_the_kafka_backend_path_to_the_same_evaluations(r
     assert ck["snapshot_bytes_per_checkpoint"] > 0 and ck["pane_message_bytes"] > 0
     assert ck["evaluations"] > 0
     assert ck["ratio_at_default_interval"] > 0
-    # building snapshots only every 10 s costs less than building them every 10k events
-    assert ck["changelog_ratio_at_default_interval"] > ck["ratio_at_default_interval"]
+    # with snapshots and pane messages over without: a cost, so below 1 (and not inverted)
+    assert 0 < ck["changelog_ratio_at_default_interval"] < 1
     assert set(ck["checkpoint_cpu_share_by_step"]) == {"pane messages", "snapshots", "stage 2 merge",
                                                        "stage 2 evaluate"}
 
