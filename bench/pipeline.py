@@ -43,7 +43,7 @@ Every figure is printed next to a baseline measured in the same run:
 The Kafka sections share one broker and are skipped, with the reason in the output, when
 Java or the jars are missing.
 
-Run: ``.venv/bin/python bench/pipeline.py`` (about 10 minutes). Options: ``--quick``
+Run: ``.venv/bin/python bench/pipeline.py`` (6-7 minutes here). Options: ``--quick``
 (small sizes, smoke run), ``--only SECTION,...`` (of throughput, checkpoint, memory,
 kafka, kafka_state, restore), ``--skip-kafka``, ``--profile`` (cProfile of the end-to-end
 loop and of the monitor behind Kafka, hot spots to stderr). Ends by printing one JSON object:
