@@ -14,23 +14,39 @@ Every figure is printed next to a baseline measured in the same run:
 2. Memory: 1,000,000 predictions waiting for labels (none arrive), fed through the
    pipeline in a fresh process: join-table bytes, RSS growth and peak-RSS growth per
    waiting prediction, vs a plain ``dict`` {prediction_id: (ts, score, pred, g1, g2)}.
-3. Kafka: records/s consumed from Apache Kafka (KRaft, jars in ``.cache/kafka/libs``
-   from ``scripts/provision.sh``) by a kafka-python poll loop with ``orjson`` decoding
-   vs the whole monitor (``monitor.app.App``) on the same topic content, once with
-   ``fetch_max_wait_ms=10`` on both sides (CPU bound: the monitor's own cost) and once
-   with kafka-python's defaults as the App ships them, both with the App's default
-   ``kafka.fetch_process = true`` (fetching and record parsing in a second process);
-   a third figure is the App in one process (``fetch_process = false``). With 10 ms both
-   sides run twice (the baseline before and after the monitor, so a broker still warming
-   up cannot flatter the monitor) and the best run of each counts. The monitor's CPU per
-   stage (main thread, and the fetch process) is reported with each; CPU rates count both
-   of the monitor's processes. The App tunes its process's garbage collector; the bench
-   restores CPython's defaults before each baseline run. Skipped, with the reason in the
-   output, when Java or the jars are missing.
+3. Checkpoint (in memory): the ``state.backend = "kafka"`` path without a broker (stage 1
+   seals panes unevaluated; each checkpoint builds the pane messages, the partition and
+   model snapshots; stage 2 merges the messages and evaluates) with a checkpoint every
+   10,000 events, vs the one-process pipeline without checkpoints, alternating pairs. Scaled
+   to the default 10 s interval: the path with vs without building snapshots and pane
+   messages (``changelog_ratio_at_default_interval``), and the whole path vs one process
+   (``ratio_at_default_interval``).
+4. Kafka consume (section ``kafka``): records/s consumed from Apache Kafka (KRaft, jars in
+   ``.cache/kafka/libs`` from ``scripts/provision.sh``) by a kafka-python poll loop with
+   ``orjson`` decoding vs the whole monitor (``monitor.app.App``) on the same topic content:
+   three alternating pairs with ``fetch_max_wait_ms=10`` on both sides (CPU bound: the
+   monitor's own cost), the figure being the median pair and ``ratio_range`` all three;
+   then one pair with kafka-python's defaults as the App ships them, and the App in one
+   process (``kafka.fetch_process = false``). Every run records who used the cores
+   (``load_*_runs``: the whole machine, the broker, the bench, the rest = other users, from
+   /proc) and the main process's GC pauses, which is what the spread depends on. The App
+   tunes its process's garbage collector; the bench restores CPython's defaults after it.
+5. Kafka state backend (``kafka_state``): the same records and command with
+   ``state.backend = "sqlite"`` and ``"kafka"``, three alternating pairs, each timed from
+   the first record until all are consumed, evaluated and committed (a checkpoint after the
+   last record; for the Kafka backend, stage 2 caught up on the panes and a second
+   checkpoint). Main-thread CPU and wall seconds per stage come with each.
+6. Restore (``restore``): a partition holding 1,000,000 waiting predictions written with
+   ``SnapshotWriter`` in one transaction to a compacted changelog (``ensure_topics``), then
+   ``read_snapshots`` + ``Pipeline.restore_partition`` timed, vs the same bytes from the
+   local SQLite ``StateStore``; median of three.
+The Kafka sections share one broker and are skipped, with the reason in the output, when
+Java or the jars are missing.
 
-Run: ``.venv/bin/python bench/pipeline.py`` (about 2-3 minutes). Options: ``--quick``
-(small sizes, smoke run), ``--skip-kafka``, ``--profile`` (cProfile of the end-to-end
-loop, hot spots to stderr). Ends by printing one JSON object:
+Run: ``.venv/bin/python bench/pipeline.py`` (6-7 minutes here). Options: ``--quick``
+(small sizes, smoke run), ``--only SECTION,...`` (of throughput, checkpoint, memory,
+kafka, kafka_state, restore), ``--skip-kafka``, ``--profile`` (cProfile of the end-to-end
+loop and of the monitor behind Kafka, hot spots to stderr). Ends by printing one JSON object:
 ``{"figure": {"value", "unit", "baseline", "baseline_name", "ratio", ...}}``.
 """
 
@@ -50,6 +66,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,7 +81,10 @@ import msgspec
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere without installing
+if sys.path[0] != str(ROOT):
+    # run as a script from anywhere without installing; first, so that bench/detectors.py
+    # (sys.path[0] when run as a script) cannot shadow the detectors package, even when
+    # PYTHONPATH already lists the root further down
     sys.path.insert(0, str(ROOT))
 
 from monitor.config import load_config_text  # noqa: E402
@@ -98,9 +118,9 @@ metric = "adwin"
 SIZES = {
     # predictions in the throughput stream (labels: as many again), memory fill, Kafka records
     "full": {"throughput_predictions": 150_000, "memory_predictions": 1_000_000, "kafka_records": 300_000,
-             "repeats": 2},
+             "repeats": 2, "kafka_pairs": 3, "restore_repeats": 3},
     "quick": {"throughput_predictions": 6_000, "memory_predictions": 30_000, "kafka_records": 20_000,
-              "repeats": 1},
+              "repeats": 1, "kafka_pairs": 1, "restore_repeats": 1},
 }
 
 
@@ -212,12 +232,13 @@ def run_end_to_end(config, profiles, batches: list[tuple[str, list[bytes]]]) -> 
         t_ingest += t1 - t0
         evaluations += len(out.evaluations)
         pipeline.drain()
+    streamed = evaluations  # before the end-of-input flush (the Kafka-backend path has none)
     pipeline.flush_all()
     evaluations += len(pipeline.drain().evaluations)
     panes = int(metrics.registry.get_sample_value("driftline_window_panes_closed_total",
                                                   {"model": pipeline.models[0].cfg.name}) or 0)
     st = pipeline.partitions[0]
-    return {"evaluations": evaluations, "panes_closed": panes, "failures": failures,
+    return {"evaluations": evaluations, "evaluations_streamed": streamed, "panes_closed": panes, "failures": failures,
             "waiting_predictions": len(st.preds), "waiting_labels": len(st.labels),
             "ingest_seconds": t_ingest, "advance_seconds": t_advance}
 
@@ -323,6 +344,128 @@ def beyond_drift_cost(tmp: Path, sizes: dict) -> dict[str, Any]:
         runs=len(ratios), events=n_events, mean_record_bytes=round(sum(map(len, values)) / n_events, 1))
 
 
+#: state.checkpoint_interval_seconds's default: the Kafka backend pays one snapshot per interval
+CHECKPOINT_INTERVAL = 10.0
+#: the in-memory checkpoint figure checkpoints every this many micro-batches (10k events):
+#: about 100x as often as the default interval at this rate, so the cost is measurable
+CHECKPOINT_EVERY_BATCHES = 10
+
+
+def run_kafka_shape(config, profiles, batches: list[tuple[str, list[bytes]]],
+                    every: int) -> dict[str, Any]:
+    """The ``state.backend = "kafka"`` path of :mod:`monitor.kstate` without the broker.
+
+    Stage 1 (``Pipeline(stage2=False)``) seals panes unevaluated; every ``every``
+    micro-batches a checkpoint builds what the transaction would send: one
+    ``pane_message`` per model and source (the sealed panes and the progress), the
+    partition snapshot (``PartitionState.to_bytes``) and the model snapshot
+    (``ModelStage.to_bytes``); stage 2 (``ModelStage.accept`` / ``advance``) merges the
+    pane messages and evaluates, as the model's owner does after the commit.
+    """
+    from monitor.stage2 import ModelStage, pane_message
+
+    metrics = Metrics()
+    pipeline = Pipeline(config, profiles, metrics, stage2=False)
+    stage = ModelStage(config, profiles, metrics)
+    for m in pipeline.models:
+        stage.own(m.cfg.name, None)
+    decoder = RecordDecoder(config.fields, config.models)
+    evaluations = failures = checkpoints = 0
+    cpu = dict.fromkeys(("pane messages", "snapshots", "stage 2 merge", "stage 2 evaluate"), 0.0)
+    snapshot_bytes: list[int] = []
+    pane_bytes = 0
+
+    def checkpoint() -> None:
+        nonlocal evaluations, checkpoints, pane_bytes
+        t0 = time.process_time()
+        sealed = pipeline.take_sealed()
+        msgs = []
+        for m in pipeline.models:
+            for p in sorted(pipeline.partitions):
+                sealed_through, active = pipeline.progress(m.index, p)
+                msgs.append(pane_message(m.cfg.name, p, 1, sealed.get((m.index, p), []), sealed_through, active))
+        t1 = time.process_time()
+        size = sum(len(st.to_bytes()) for st in pipeline.partitions.values())
+        size += sum(len(stage.to_bytes(name)) for name in sorted(stage.dirty) if name in stage.runtimes)
+        stage.dirty.clear()
+        t2 = time.process_time()
+        # stage 2, on the owner: merge, then evaluate (per pane, whatever the interval)
+        for msg in msgs:
+            stage.accept(msg, "bench")
+        t3 = time.process_time()
+        stage.advance()
+        evaluations += len(stage.drain().evaluations)
+        t4 = time.process_time()
+        for name, sec in (("pane messages", t1 - t0), ("snapshots", t2 - t1), ("stage 2 merge", t3 - t2),
+                          ("stage 2 evaluate", t4 - t3)):
+            cpu[name] += sec
+        pane_bytes += sum(map(len, msgs))
+        snapshot_bytes.append(size)
+        checkpoints += 1
+
+    for k, (kind, values) in enumerate(batches):
+        failures += len(ingest(pipeline, decoder, kind, 0, values, metrics, kind))
+        pipeline.advance()
+        if (k + 1) % every == 0:
+            checkpoint()
+    checkpoint()
+    return {"evaluations": evaluations, "failures": failures, "checkpoints": checkpoints,
+            "snapshot_cpu": cpu["snapshots"], "cpu_by_step": cpu, "snapshot_bytes": snapshot_bytes,
+            "pane_bytes": pane_bytes}
+
+
+def checkpoint_cost(tmp: Path, sizes: dict) -> dict[str, Any]:
+    """In memory: the Kafka backend's path (stage 1 -> pane messages -> stage 2, snapshots at
+    every checkpoint) vs the one-process pipeline without checkpoints, same stream,
+    alternating runs. Also the snapshot cost alone, scaled to the default interval."""
+    s = spec()
+    config, profiles = build_config(tmp, s)
+    batches = encoded_stream(s, sizes["throughput_predictions"], seed=1)
+    n_events = sum(len(vs) for _, vs in batches)
+    warm = encoded_stream(s, 3000, seed=99, start=START - 10 * 86400.0)
+    run_end_to_end(config, profiles, warm)
+    run_kafka_shape(config, profiles, warm, CHECKPOINT_EVERY_BATCHES)
+    log(f"checkpoint: Kafka-backend path with a checkpoint every {CHECKPOINT_EVERY_BATCHES * MICRO_BATCH:,} "
+        "events, and the one-process pipeline without checkpoints, alternating")
+    runs: list[dict[str, Any]] = []
+    for _ in range(max(3, sizes["repeats"])):
+        _, off_cpu, off = _clock(lambda: run_end_to_end(config, profiles, batches))
+        _, on_cpu, on = _clock(lambda: run_kafka_shape(config, profiles, batches, CHECKPOINT_EVERY_BATCHES))
+        if off["failures"] or on["failures"]:
+            raise AssertionError("records failed decoding: the benchmark stream is broken")
+        if on["evaluations"] != off["evaluations_streamed"]:
+            raise AssertionError(f"the Kafka-backend path evaluated {on['evaluations']} metrics, the one-process "
+                                 f"pipeline {off['evaluations_streamed']}: the two paths differ")
+        runs.append({"off_cpu": off_cpu, "on_cpu": on_cpu, "on": on, "off": off})
+    runs.sort(key=lambda r: r["off_cpu"] / r["on_cpu"])
+    mid = runs[len(runs) // 2]
+    on, on_cpu, off_cpu = mid["on"], mid["on_cpu"], mid["off_cpu"]
+    per_ckpt = on["snapshot_cpu"] / on["checkpoints"]
+    # At the default interval: one snapshot per CHECKPOINT_INTERVAL seconds of processing
+    # (CPU bound, so CPU seconds are wall seconds). The pane messages are per pane, not per
+    # checkpoint: the same total whatever the interval.
+    processing = on_cpu - on["snapshot_cpu"]
+    at_default = processing + processing / CHECKPOINT_INTERVAL * per_ckpt
+    without = processing - on["cpu_by_step"]["pane messages"]
+    changelog_ratio = without / at_default
+    return {"checkpoint_snapshot_cost": figure(
+        n_events / on_cpu, "events/s per core (CPU time), median pair", n_events / off_cpu,
+        "the same stream through the one-process pipeline (stage 2 in memory), no checkpoint",
+        target=">= 0.80: the Kafka-backend path with vs without building snapshots and pane messages, at "
+               f"the default {CHECKPOINT_INTERVAL:g} s checkpoint interval (changelog_ratio_at_default_interval)",
+        met=changelog_ratio >= 0.8,
+        checkpoint_every_events=CHECKPOINT_EVERY_BATCHES * MICRO_BATCH, checkpoints=on["checkpoints"],
+        ratio_runs=[round(r["off_cpu"] / r["on_cpu"], 3) for r in runs],
+        snapshot_ms_per_checkpoint=round(1e3 * per_ckpt, 3),
+        snapshot_bytes_per_checkpoint=int(statistics.median(on["snapshot_bytes"])),
+        checkpoint_cpu_share_by_step={k: round(v / on_cpu, 4) for k, v in on["cpu_by_step"].items()},
+        pane_message_bytes=on["pane_bytes"],
+        changelog_ratio_at_default_interval=round(changelog_ratio, 4),
+        # the whole Kafka-backend path (pane transport and stage 2 included) vs one process
+        ratio_at_default_interval=round(off_cpu / at_default, 4),
+        evaluations=on["evaluations"], events=n_events)}
+
+
 def profile_end_to_end(config, profiles, batches) -> list[dict[str, Any]]:
     """cProfile of one end-to-end pass: the functions with the most own time (also to stderr)."""
     prof = cProfile.Profile()
@@ -408,6 +551,26 @@ def memory_worker(kind: str, n: int) -> dict[str, Any]:
 
 
 def _fill_pipeline(tmp: Path, s: ModelSpec, n: int) -> dict[str, Any]:
+    marks: dict[str, int] = {}
+
+    def warmed() -> None:
+        marks["rss0"], marks["peak0"] = _rss(), _peak_rss(reset=True)
+
+    pipeline, _config, _profiles = _filled_pipeline(tmp, s, n, warmed)
+    gc.collect()
+    rss1, peak1 = _rss(), _peak_rss()
+    st = pipeline.partitions[0]
+    join_bytes = st.preds.nbytes + st.labels.nbytes
+    return {"n": n, "waiting": len(st.preds), "join_bytes": join_bytes, "rss_growth": rss1 - marks["rss0"],
+            "peak_rss_growth": max(0, peak1 - marks["peak0"]), "capacity": st.preds.capacity,
+            "panes_closed": int(pipeline.metrics.registry.get_sample_value(
+                "driftline_window_panes_closed_total", {"model": pipeline.models[0].cfg.name}) or 0),
+            "open_panes": sum(len(p) for p in st.open)}
+
+
+def _filled_pipeline(tmp: Path, s: ModelSpec, n: int, warmed: Callable[[], None] | None = None):
+    """(pipeline, config, profiles): ``n`` predictions fed through ingest/advance, none labelled, so all
+    wait in partition 0's join; ``warmed`` is called after the warm-up, before the fill."""
     config, profiles = build_config(tmp, s)
     metrics = Metrics()
     pipeline = Pipeline(config, profiles, metrics)
@@ -424,7 +587,8 @@ def _fill_pipeline(tmp: Path, s: ModelSpec, n: int) -> dict[str, Any]:
     pipeline.drain()
     del warm
     gc.collect()
-    rss0, peak0 = _rss(), _peak_rss(reset=True)
+    if warmed is not None:
+        warmed()
     done, k = 0, 0
     while done < n:
         m = min(chunk, n - done, len(tails))
@@ -440,18 +604,10 @@ def _fill_pipeline(tmp: Path, s: ModelSpec, n: int) -> dict[str, Any]:
         done += m
         k += 1
     del values
-    gc.collect()
-    rss1, peak1 = _rss(), _peak_rss()
-    st = pipeline.partitions[0]
-    waiting = len(st.preds)
+    waiting = len(pipeline.partitions[0].preds)
     if waiting != n:
         raise AssertionError(f"{waiting} predictions waiting after feeding {n}: some expired or were dropped")
-    join_bytes = st.preds.nbytes + st.labels.nbytes
-    return {"n": n, "waiting": waiting, "join_bytes": join_bytes, "rss_growth": rss1 - rss0,
-            "peak_rss_growth": max(0, peak1 - peak0), "capacity": st.preds.capacity,
-            "panes_closed": int(metrics.registry.get_sample_value(
-                "driftline_window_panes_closed_total", {"model": pipeline.models[0].cfg.name}) or 0),
-            "open_panes": sum(len(p) for p in st.open)}
+    return pipeline, config, profiles
 
 
 def _fill_dict(s: ModelSpec, n: int, trace: bool) -> dict[str, Any]:
@@ -552,6 +708,7 @@ class KafkaBroker:
             "offsets.topic.num.partitions=1",
             "transaction.state.log.replication.factor=1",
             "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=1",  # the first transaction starts in ~1 s, not ~10
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
@@ -634,8 +791,68 @@ def _produce(bootstrap: str, batches: list[tuple[str, list[bytes]]], topics: dic
 FAST_FETCH = {"fetch_max_wait_ms": 10}
 
 
+class _Load:
+    """Who used the machine's cores during a timed run, from /proc: the whole machine (every
+    process, ours and the other engineers'), the broker's JVM, and the bench's own
+    processes; the rest is the neighbours. Also the main process's garbage-collection pauses."""
+
+    def __init__(self, broker_pid: int | None):
+        self.broker_pid = broker_pid
+        self._gc_start = 0.0
+        self.gc_seconds = 0.0
+        self.gc_on = False
+        gc.callbacks.append(self._gc)
+
+    def _gc(self, phase: str, _info: dict) -> None:
+        if not self.gc_on:
+            return
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        elif self._gc_start:
+            self.gc_seconds += time.perf_counter() - self._gc_start
+            self._gc_start = 0.0
+
+    def close(self) -> None:
+        if self._gc in gc.callbacks:
+            gc.callbacks.remove(self._gc)
+
+    def start(self) -> dict[str, float]:
+        self.gc_on, self.gc_seconds = True, 0.0
+        return {"wall": time.perf_counter(), "machine": _machine_busy(), "broker": _pid_cpu(self.broker_pid)}
+
+    def stop(self, mark: dict[str, float], own_cpu: float) -> dict[str, float]:
+        """Cores in use on average over the run, by whom; ``own_cpu``: the bench's CPU seconds."""
+        self.gc_on = False
+        wall = time.perf_counter() - mark["wall"]
+        machine = (_machine_busy() - mark["machine"]) / wall
+        broker = (_pid_cpu(self.broker_pid) - mark["broker"]) / wall
+        own = own_cpu / wall
+        return {"machine_cores": round(machine, 3), "broker_cores": round(broker, 3), "bench_cores": round(own, 3),
+                "others_cores": round(max(0.0, machine - broker - own), 3),
+                "gc_pause_seconds": round(self.gc_seconds, 4), "gc_share_of_wall": round(self.gc_seconds / wall, 4)}
+
+
+def _machine_busy() -> float:
+    """Busy CPU seconds of the whole machine since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _pid_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of one process so far, 0 when it is unknown or gone."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _consume_plain(bootstrap: str, topics: list[str], total: int, decode: Callable[[bytes], Any],
-                   overrides: dict[str, Any], timeout: float = 300.0) -> dict[str, float]:
+                   overrides: dict[str, Any], load: _Load | None = None, timeout: float = 300.0) -> dict[str, Any]:
     """kafka-python alone: the poll loop decoding every value, nothing else."""
     from kafka import KafkaConsumer
 
@@ -645,6 +862,7 @@ def _consume_plain(bootstrap: str, topics: list[str], total: int, decode: Callab
     c.subscribe(topics)
     n = n0 = 0
     t0 = c0 = None
+    lmark: dict[str, float] = {}
     deadline = time.monotonic() + timeout
     try:
         while n < total:
@@ -659,10 +877,12 @@ def _consume_plain(bootstrap: str, topics: list[str], total: int, decode: Callab
             if got and t0 is None:
                 # timing starts once the group is joined and the first records are in hand
                 t0, c0, n0 = time.perf_counter(), time.process_time(), n
+                lmark = load.start() if load is not None else {}
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        machine = load.stop(lmark, cpu) if load is not None else {}
     finally:
         c.close(autocommit=False)
-    return {"records": n - n0, "wall": wall, "cpu": cpu}
+    return {"records": n - n0, "wall": wall, "cpu": cpu, "load": machine}
 
 
 class _CpuMeter:
@@ -670,6 +890,7 @@ class _CpuMeter:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.wall: dict[str, float] = {}  # the same stages in wall time: CPU plus waiting (broker, GIL)
         self.on = False
 
     def wrap(self, obj: Any, attr: str, stage: str) -> None:
@@ -678,25 +899,49 @@ class _CpuMeter:
         def timed(*a: Any, **k: Any) -> Any:
             if not self.on:
                 return inner(*a, **k)
-            t = time.thread_time()
+            t, w = time.thread_time(), time.perf_counter()
             try:
                 return inner(*a, **k)
             finally:
                 self.seconds[stage] = self.seconds.get(stage, 0.0) + time.thread_time() - t
+                self.wall[stage] = self.wall.get(stage, 0.0) + time.perf_counter() - w
 
         setattr(obj, attr, timed)
 
 
+def _stage2_caught_up(app) -> bool:
+    """Kafka backend: the model's owner has merged every pane message stage 1 committed
+    (each source's progress as stage 2 saw it equals what stage 1 last published)."""
+    ks = app.kstate
+    for (model, p), (sealed, _active) in ks._published.items():
+        seen = ks.stage.sources.get(model, {}).get(p)
+        if seen is None or seen[0] != sealed:
+            return False
+    return bool(ks._published)
+
+
 def _consume_app(bootstrap: str, config, tmp: Path, total: int, overrides: dict[str, Any],
-                 profile: bool = False, timeout: float = 300.0) -> dict[str, Any]:
-    """The whole monitor: App.run (poll, ingest, advance, dead letters, periodic checkpoints)."""
+                 profile: bool = False, load: _Load | None = None, settle: bool = False,
+                 timeout: float = 300.0) -> dict[str, Any]:
+    """The whole monitor: App.run (poll, ingest, advance, dead letters, periodic checkpoints).
+
+    ``settle``: the timed window ends only once everything read is durable: a checkpoint
+    after the last record and, with ``state.backend = "kafka"``, stage 2 caught up on the
+    panes that checkpoint published and a second checkpoint committing its output, so the
+    two backends are timed to the same point (all records consumed, evaluated, committed).
+    """
     from prometheus_client import CollectorRegistry
 
     from monitor.app import App
 
+    group = f"bench-app-{uuid.uuid4().hex[:8]}"
+    if config.state.backend == "kafka":
+        # the models group and the internal topics derive from kafka.group_id: fresh per run
+        config = msgspec.structs.replace(config, kafka=msgspec.structs.replace(config.kafka, group_id=group),
+                                         state=msgspec.structs.replace(config.state, topic_prefix=group))
     app = App(config, bootstrap_servers=[bootstrap], state_dir=str(tmp / f"state-{uuid.uuid4().hex[:8]}"),
               http_port=0, http_host="127.0.0.1", registry=CollectorRegistry(),
-              consumer_overrides={"group_id": f"bench-app-{uuid.uuid4().hex[:8]}", **overrides})
+              consumer_overrides={"group_id": group, **overrides})
     meter = _CpuMeter()
     meter.wrap(app.decoder, "decode_predictions", "decode")
     meter.wrap(app.decoder, "decode_labels", "decode")
@@ -704,6 +949,8 @@ def _consume_app(bootstrap: str, config, tmp: Path, total: int, overrides: dict[
     meter.wrap(app.pipeline, "add_labels", "join + panes")
     meter.wrap(app.pipeline, "advance", "advance (seal + evaluate)")
     meter.wrap(app, "checkpoint", "checkpoint")
+    if app.kstate is not None:
+        meter.wrap(app.kstate, "poll", "stage 2 (merge + evaluate) + delivery")
     make_consumer = app._make_consumer
 
     def make_metered_consumer():
@@ -712,24 +959,42 @@ def _consume_app(bootstrap: str, config, tmp: Path, total: int, overrides: dict[
         return c
 
     app._make_consumer = make_metered_consumer  # type: ignore[method-assign]
-    mark: dict[str, float] = {}
+    mark: dict[str, Any] = {}
     inner = app.poll_once
     prof = cProfile.Profile() if profile else None
 
+    def finished() -> bool:
+        """Whether the timed window is over (settle: checkpoint, then stage 2, then again)."""
+        if not settle:
+            return True
+        step = mark.setdefault("settle", 0)
+        if step == 0:
+            app.checkpoint()
+            mark["settle"] = 1 if app.kstate is not None else 2
+        elif step == 1 and _stage2_caught_up(app):
+            app.checkpoint()
+            mark["settle"] = 2
+        return mark["settle"] == 2
+
     def poll_once() -> None:
-        if "t0" in mark:
+        timed = "t0" in mark and "t1" not in mark
+        if timed:
             t = time.thread_time()
         inner()
-        if "t0" in mark:
-            mark["loop"] += time.thread_time() - t
         # the topics are fresh, so the sum of next offsets is the number of records consumed
         n = sum(app.positions.values())
+        if n >= total and "consumed" not in mark:
+            mark["consumed"] = time.perf_counter()
+        done = n >= total and "t1" not in mark and finished()
+        if timed:
+            mark["loop"] += time.thread_time() - t
         if n and "t0" not in mark:
             mark.update(t0=time.perf_counter(), c0=time.process_time(), n0=n, loop=0.0, f0=_fetcher_cpu(app))
+            mark["load"] = load.start() if load is not None else {}
             meter.on = True
             if prof is not None:
                 prof.enable()
-        if n >= total and "t1" not in mark:
+        if done:
             mark.update(t1=time.perf_counter(), c1=time.process_time(), n1=n, f1=_fetcher_cpu(app))
             meter.on = False
             if prof is not None:
@@ -749,7 +1014,8 @@ def _consume_app(bootstrap: str, config, tmp: Path, total: int, overrides: dict[
         gc.unfreeze()
         gc.set_threshold(*gc_threshold)
     if "t1" not in mark:
-        raise RuntimeError(f"the monitor consumed {sum(app.positions.values())} of {total} records in {timeout:.0f} s")
+        raise RuntimeError(f"the monitor consumed {sum(app.positions.values())} of {total} records in {timeout:.0f} s"
+                           + (f" (settling: step {mark.get('settle')})" if settle else ""))
     stages = {k: round(v, 3) for k, v in meter.seconds.items()}
     stages["other (loop)"] = round(mark["loop"] - sum(meter.seconds.values()), 3)
     if prof is not None:
@@ -757,36 +1023,52 @@ def _consume_app(bootstrap: str, config, tmp: Path, total: int, overrides: dict[
     fetch_cpu = mark["f1"] - mark["f0"]
     if app.fetcher is not None:
         stages["fetch process (all threads)"] = round(fetch_cpu, 3)
+    cpu = mark["c1"] - mark["c0"] + fetch_cpu
     # CPU of both processes: the fetch process's parsing is the monitor's cost too
-    return {"records": mark["n1"] - mark["n0"], "wall": mark["t1"] - mark["t0"],
-            "cpu": mark["c1"] - mark["c0"] + fetch_cpu, "main_thread_cpu": stages}
+    wall = {k: round(v, 3) for k, v in meter.wall.items()}
+    wall["all stages"] = round(sum(meter.wall.values()), 3)
+    wall["timed window"] = round(mark["t1"] - mark["t0"], 3)
+    wall["after the last record (settle)"] = round(mark["t1"] - mark["consumed"], 3)
+    return {"records": mark["n1"] - mark["n0"], "wall": mark["t1"] - mark["t0"], "cpu": cpu,
+            "main_thread_cpu": stages, "main_thread_wall": wall,
+            "load": load.stop(mark["load"], cpu) if load is not None else {}}
 
 
 def _fetcher_cpu(app) -> float:
     """CPU seconds of the App's fetch process so far (0 without one), from /proc."""
-    if app.fetcher is None or app.fetcher.pid is None:
+    if app.fetcher is None:
         return 0.0
-    try:
-        fields = Path(f"/proc/{app.fetcher.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _pid_cpu(app.fetcher.pid)
 
 
-KAFKA_FIGURES = ("kafka_consume_records_per_second", "kafka_consume_records_per_second_default_fetch_wait",
-                 "kafka_consume_records_per_second_one_process")
+#: figures of the Kafka part, by section (``--only``)
+KAFKA_SECTIONS = {
+    "kafka": ("kafka_consume_records_per_second", "kafka_consume_records_per_second_default_fetch_wait",
+              "kafka_consume_records_per_second_one_process"),
+    "kafka_state": ("kafka_state_backend_records_per_second",),
+    "restore": ("kafka_state_restore_seconds_per_million_waiting",),
+}
+KAFKA_FIGURES = tuple(f for names in KAFKA_SECTIONS.values() for f in names)
 
 
-def kafka_skipped(reason: str) -> dict[str, Any]:
-    return {name: skipped(reason) for name in KAFKA_FIGURES}
+def kafka_skipped(reason: str, sections: tuple[str, ...] = tuple(KAFKA_SECTIONS)) -> dict[str, Any]:
+    return {name: skipped(reason) for sec in sections for name in KAFKA_SECTIONS[sec]}
 
 
-def kafka(tmp: Path, sizes: dict, profile: bool = False) -> dict[str, Any]:
+def _median_pair(app_runs: list[dict[str, Any]], plain_runs: list[dict[str, Any]]) -> int:
+    """Index of the pair with the median ratio (an odd number of pairs: a real pair)."""
+    ratios = [(a["records"] / a["wall"]) / (p["records"] / p["wall"]) for a, p in zip(app_runs, plain_runs, strict=True)]
+    order = sorted(range(len(ratios)), key=ratios.__getitem__)
+    return order[len(order) // 2]
+
+
+def kafka(tmp: Path, sizes: dict, profile: bool = False,
+          sections: tuple[str, ...] = tuple(KAFKA_SECTIONS)) -> dict[str, Any]:
     libs = _kafka_libs()
     if libs is None:
-        return kafka_skipped("Apache Kafka jars not found in .cache/kafka/libs (run scripts/provision.sh)")
+        return kafka_skipped("Apache Kafka jars not found in .cache/kafka/libs (run scripts/provision.sh)", sections)
     if shutil.which("java") is None:
-        return kafka_skipped("java not found on PATH")
+        return kafka_skipped("java not found on PATH", sections)
     topics = {"predictions": "bench-predictions", "labels": "bench-labels"}
     kafka_toml = f"""
 [kafka]
@@ -806,75 +1088,237 @@ dir = "{(tmp / 'reports').as_posix()}"
 """
     s = spec()
     config, _ = build_config(tmp, s, prefix_toml=kafka_toml)
-    one_process = msgspec.structs.replace(config, kafka=msgspec.structs.replace(config.kafka, fetch_process=False))
     n_pred = sizes["kafka_records"] // 2
     batches = encoded_stream(s, n_pred, seed=3)
     broker = KafkaBroker(libs, Path(tempfile.mkdtemp(prefix="bench-kafka-", dir=tmp)))
     names = list(topics.values())
+    result: dict[str, Any] = {}
+    load: _Load | None = None
     try:
         log("kafka: starting Apache Kafka (KRaft)")
         try:
             bootstrap = broker.start()
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            return kafka_skipped(f"Apache Kafka did not start: {exc}")
-        from kafka.admin import KafkaAdminClient, NewTopic
+            return kafka_skipped(f"Apache Kafka did not start: {exc}", sections)
+        load = _Load(broker.proc.pid if broker.proc is not None else None)
+        if "kafka" in sections or "kafka_state" in sections:
+            from kafka.admin import KafkaAdminClient, NewTopic
 
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        admin.create_topics([NewTopic(t, 1, 1) for t in [*names, "bench-dead-letter", "bench-alerts"]])
-        admin.close()
-        log(f"kafka: producing {sum(len(v) for _, v in batches):,} records")
-        total = _produce(bootstrap, batches, topics)
-        # the baseline runs before and after the monitor and the faster run counts, so a
-        # broker still warming up (JIT, page cache) cannot flatter the monitor
-        log("kafka: kafka-python + orjson (fetch_max_wait_ms=10)")
-        before = _consume_plain(bootstrap, names, total, orjson.loads, FAST_FETCH)
-        log("kafka: the whole monitor, monitor.app.App (fetch_max_wait_ms=10)")
-        app = _consume_app(bootstrap, config, tmp, total, FAST_FETCH)
-        log("kafka: the monitor in one process (kafka.fetch_process = false)")
-        one = _consume_app(bootstrap, one_process, tmp, total, FAST_FETCH)
-        log("kafka: kafka-python + orjson again")
-        after = _consume_plain(bootstrap, names, total, orjson.loads, FAST_FETCH)
-        log("kafka: the whole monitor again")
-        app_again = _consume_app(bootstrap, config, tmp, total, FAST_FETCH)
-        # All records again: the default wait stalls the consumer once one topic is read to
-        # its end while the other still has a backlog, which is what a catching-up monitor sees.
-        log("kafka: both again with kafka-python's default fetch wait")
-        plain_default = _consume_plain(bootstrap, names, total, orjson.loads, {})
-        app_default = _consume_app(bootstrap, config, tmp, total, {})
-        if profile:
-            log("kafka: an extra, untimed run of the monitor under cProfile")
-            _consume_app(bootstrap, config, tmp, total, FAST_FETCH, profile=True)
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+            admin.create_topics([NewTopic(t, 1, 1) for t in [*names, "bench-dead-letter", "bench-alerts"]])
+            admin.close()
+            log(f"kafka: producing {sum(len(v) for _, v in batches):,} records")
+            total = _produce(bootstrap, batches, topics)
+        if "kafka" in sections:
+            result.update(_kafka_consume(bootstrap, config, tmp, names, total, sizes, load, profile))
+        if "kafka_state" in sections:
+            result.update(_kafka_state_backend(bootstrap, config, tmp, total, sizes, load, profile))
+        if "restore" in sections:
+            result.update(_kafka_restore(bootstrap, tmp, sizes))
     finally:
+        if load is not None:
+            load.close()
         broker.stop()
+    return result
+
+
+def _kafka_consume(bootstrap: str, config, tmp: Path, names: list[str], total: int, sizes: dict, load: _Load,
+                   profile: bool) -> dict[str, Any]:
+    """The consume ratio as the median and range of alternating pairs, plus the one-process
+    and default-fetch-wait figures (one pair each)."""
+    plain_runs, app_runs = [], []
+    for k in range(sizes["kafka_pairs"]):
+        # the baseline first in every pair: a broker still warming up (JIT, page cache)
+        # slows the baseline, never flatters the monitor
+        log(f"kafka: pair {k + 1}/{sizes['kafka_pairs']}: kafka-python + orjson, then the whole monitor "
+            "(fetch_max_wait_ms=10)")
+        plain_runs.append(_consume_plain(bootstrap, names, total, orjson.loads, FAST_FETCH, load))
+        app_runs.append(_consume_app(bootstrap, config, tmp, total, FAST_FETCH, load=load))
+    log("kafka: the monitor in one process (kafka.fetch_process = false)")
+    one_process = msgspec.structs.replace(config, kafka=msgspec.structs.replace(config.kafka, fetch_process=False))
+    one = _consume_app(bootstrap, one_process, tmp, total, FAST_FETCH, load=load)
+    # All records again: the default wait stalls the consumer once one topic is read to
+    # its end while the other still has a backlog, which is what a catching-up monitor sees.
+    log("kafka: both again with kafka-python's default fetch wait")
+    plain_default = _consume_plain(bootstrap, names, total, orjson.loads, {}, load)
+    app_default = _consume_app(bootstrap, config, tmp, total, {}, load=load)
+    if profile:
+        log("kafka: an extra, untimed run of the monitor under cProfile")
+        _consume_app(bootstrap, config, tmp, total, FAST_FETCH, profile=True)
+    mid = _median_pair(app_runs, plain_runs)
     return {
         "kafka_consume_records_per_second": _kafka_figure(
-            [app, app_again], [before, after], total, "kafka-python defaults + fetch_max_wait_ms=10, on both sides"),
+            app_runs, plain_runs, total, "kafka-python defaults + fetch_max_wait_ms=10, on both sides", pick=mid),
         "kafka_consume_records_per_second_default_fetch_wait": _kafka_figure(
             [app_default], [plain_default], total,
             "kafka-python defaults (fetch_max_wait_ms=500) as monitor.app ships them, on both sides"),
         "kafka_consume_records_per_second_one_process": _kafka_figure(
-            [one], [before, after], total, "kafka.fetch_process = false; fetch_max_wait_ms=10 on both sides",
+            [one], [plain_runs[mid]], total, "kafka.fetch_process = false; fetch_max_wait_ms=10 on both sides",
             target=False),  # informational: the one-core configuration
     }
 
 
-def _kafka_figure(app_runs: list[dict[str, Any]], plain_runs: list[dict[str, float]], records: int,
-                  settings: str, target: bool = True) -> dict:
-    # the best run of each side (the same number of runs on both where both repeat)
-    app = max(app_runs, key=lambda r: r["records"] / r["wall"])
-    plain = max(plain_runs, key=lambda r: r["records"] / r["wall"])
+def _kafka_figure(app_runs: list[dict[str, Any]], plain_runs: list[dict[str, Any]], records: int,
+                  settings: str, target: bool = True, pick: int = 0) -> dict:
+    """``pick``: the pair that stands for the figure (the median pair where there are several;
+    its ratio is then the median ratio); ``ratio_range`` spans all pairs."""
+    app, plain = app_runs[pick], plain_runs[min(pick, len(plain_runs) - 1)]
     rate, base = app["records"] / app["wall"], plain["records"] / plain["wall"]
+    pairs = len(app_runs) == len(plain_runs) and len(app_runs) > 1
+    extra: dict[str, Any] = {}
+    if pairs:
+        ratios = sorted((a["records"] / a["wall"]) / (p["records"] / p["wall"])
+                        for a, p in zip(app_runs, plain_runs, strict=True))
+        extra = {"ratio_median": ratios[len(ratios) // 2], "ratio_range": [ratios[0], ratios[-1]],
+                 "pairs": len(ratios)}
     return figure(
-        rate, "records/s (wall)", base,
-        "kafka-python poll loop + orjson.loads, same topics" + (f" (best of {len(plain_runs)})" if len(plain_runs) > 1 else ""),
+        rate, "records/s (wall)" + (", median pair" if pairs else ""), base,
+        "kafka-python poll loop + orjson.loads, same topics" + (", same pair" if pairs else ""),
         target=">= 0.80 of kafka-python alone" if target else "", met=rate >= 0.8 * base, records=records,
-        consumer_settings=settings,
+        consumer_settings=settings, **extra,
         value_runs=[round(r["records"] / r["wall"]) for r in app_runs],
         baseline_runs=[round(r["records"] / r["wall"]) for r in plain_runs],
         cpu_value=app["records"] / app["cpu"], cpu_baseline=plain["records"] / plain["cpu"],
         cpu_ratio=(app["records"] / app["cpu"]) / (plain["records"] / plain["cpu"]),
+        cpu_ratio_runs=[round((a["records"] / a["cpu"]) / (p["records"] / p["cpu"]), 3)
+                        for a, p in zip(app_runs, plain_runs, strict=False)],
+        load_value_runs=[r.get("load", {}) for r in app_runs], load_baseline_runs=[r.get("load", {}) for r in plain_runs],
         monitor_cpu_seconds_by_stage=app["main_thread_cpu"],
     )
+
+
+def _kafka_state_backend(bootstrap: str, config, tmp: Path, total: int, sizes: dict, load: _Load,
+                         profile: bool = False) -> dict[str, Any]:
+    """The same records and command with ``state.backend = "sqlite"`` then ``"kafka"``,
+    alternating; each run timed until everything read is consumed, evaluated and committed."""
+    # Once the last record is read the input is idle, and the loop would wait up to
+    # kafka.poll_timeout_ms (500) for input before each turn of stage 2 while it settles:
+    # an artefact of a finite input that a live stream does not have. 20 ms on both sides.
+    config = msgspec.structs.replace(config, kafka=msgspec.structs.replace(config.kafka, poll_timeout_ms=20))
+    kcfg = msgspec.structs.replace(config, state=msgspec.structs.replace(config.state, backend="kafka"))
+    sqlite_runs, kafka_runs = [], []
+    for k in range(sizes["kafka_pairs"]):
+        log(f"kafka_state: pair {k + 1}/{sizes['kafka_pairs']}: the monitor with state.backend = \"sqlite\", "
+            "then \"kafka\"")
+        sqlite_runs.append(_consume_app(bootstrap, config, tmp, total, FAST_FETCH, load=load, settle=True))
+        kafka_runs.append(_consume_app(bootstrap, kcfg, tmp, total, FAST_FETCH, load=load, settle=True))
+    if profile:
+        log("kafka_state: an extra, untimed run of the Kafka backend under cProfile")
+        _consume_app(bootstrap, kcfg, tmp, total, FAST_FETCH, profile=True, settle=True)
+    mid = _median_pair(kafka_runs, sqlite_runs)
+    k_run, s_run = kafka_runs[mid], sqlite_runs[mid]
+    ratios = sorted((a["records"] / a["wall"]) / (b["records"] / b["wall"])
+                    for a, b in zip(kafka_runs, sqlite_runs, strict=True))
+    rate, base = k_run["records"] / k_run["wall"], s_run["records"] / s_run["wall"]
+    return {"kafka_state_backend_records_per_second": figure(
+        rate, "records/s (wall), consumed to committed, median pair", base,
+        "the same command with state.backend = \"sqlite\" (same pair)",
+        target=">= 0.80 of the SQLite backend", met=rate >= 0.8 * base, records=total,
+        consumer_settings="fetch_max_wait_ms=10, kafka.poll_timeout_ms=20, kafka.fetch_process = true, checkpoint every "
+                          f"{config.state.checkpoint_interval_seconds:g} s plus one at the end",
+        ratio_range=[ratios[0], ratios[-1]], pairs=len(ratios),
+        value_runs=[round(r["records"] / r["wall"]) for r in kafka_runs],
+        baseline_runs=[round(r["records"] / r["wall"]) for r in sqlite_runs],
+        cpu_ratio=(k_run["records"] / k_run["cpu"]) / (s_run["records"] / s_run["cpu"]),
+        load_value_runs=[r["load"] for r in kafka_runs], load_baseline_runs=[r["load"] for r in sqlite_runs],
+        monitor_cpu_seconds_by_stage=k_run["main_thread_cpu"],
+        baseline_cpu_seconds_by_stage=s_run["main_thread_cpu"],
+        monitor_wall_seconds_by_stage=k_run["main_thread_wall"],
+        baseline_wall_seconds_by_stage=s_run["main_thread_wall"])}
+
+
+def _kafka_restore(bootstrap: str, tmp: Path, sizes: dict) -> dict[str, Any]:
+    """Restore of one partition holding ``memory_predictions`` waiting predictions: from the
+    compacted changelog (SnapshotWriter in one transaction; read_snapshots + restore_partition)
+    vs the same bytes from the local SQLite StateStore."""
+    from kafka import KafkaProducer
+
+    from monitor.changelog import (
+        InternalTopics,
+        SnapshotWriter,
+        ensure_topics,
+        new_checkpoint_id,
+        read_snapshots,
+    )
+    from monitor.state import StateStore
+
+    n = sizes["memory_predictions"]
+    s = spec(rate=100.0)  # as the memory figure: far inside the 1-day TTL
+    log(f"restore: {n:,} waiting predictions through the pipeline")
+    pipeline, config, profiles = _filled_pipeline(tmp, s, n)
+    st = pipeline.partitions[0]
+    t0 = time.perf_counter()
+    data = st.to_bytes()
+    to_bytes_seconds = time.perf_counter() - t0
+    chunk = config.state.chunk_bytes
+    internal = InternalTopics(f"bench-restore-{uuid.uuid4().hex[:8]}")
+    common = {"bootstrap_servers": bootstrap}
+    ensure_topics(common, internal.specs(1, 1), 1)
+    producer = KafkaProducer(transactional_id=f"{internal.prefix}-writer", acks="all", linger_ms=5,
+                             max_request_size=max(1048576, 2 * chunk), **common)
+    try:
+        producer.init_transactions()
+        log(f"restore: writing the {len(data) / 1e6:.1f} MB snapshot to {internal.partition_changelog} in one "
+            "transaction")
+        t0 = time.perf_counter()
+        producer.begin_transaction()
+        SnapshotWriter(producer.send, internal.partition_changelog, chunk).write(
+            "partition/0", 0, data, new_checkpoint_id(), {"offsets": {"bench-predictions": n}})
+        producer.commit_transaction()
+        write_seconds = time.perf_counter() - t0
+    finally:
+        producer.close(timeout=10)
+    store = StateStore(tmp / f"restore-{uuid.uuid4().hex[:8]}")
+    store.checkpoint({("bench-predictions", 0): n}, {"kpartition/0": data})
+    del pipeline, st
+    gc.collect()
+
+    def restore(snapshot: Callable[[], bytes]) -> tuple[float, float]:
+        """(seconds reading the bytes, seconds rebuilding the partition state from them)."""
+        fresh = Pipeline(config, profiles, Metrics())
+        gc.collect()
+        t = time.perf_counter()
+        got = snapshot()
+        t1 = time.perf_counter()
+        fresh.restore_partition(0, got)
+        took = (t1 - t, time.perf_counter() - t1)
+        if len(fresh.partitions[0].preds) != n:
+            raise AssertionError(f"{len(fresh.partitions[0].preds)} waiting predictions restored, {n} written")
+        return took
+
+    def from_changelog() -> bytes:
+        snaps = read_snapshots(common, internal.partition_changelog, 0)
+        return snaps["partition/0"].data
+
+    kafka_s, sqlite_s = [], []
+    for k in range(sizes["restore_repeats"]):
+        log(f"restore: {k + 1}/{sizes['restore_repeats']}: from the changelog, then from the local SQLite file")
+        kafka_s.append(restore(from_changelog))
+        sqlite_s.append(restore(lambda: store.blob("kpartition/0")))
+    store.close()
+    per = 1e6 / n
+    k_med, s_med = statistics.median(map(sum, kafka_s)) * per, statistics.median(map(sum, sqlite_s)) * per
+    k_read = statistics.median(r for r, _ in kafka_s) * per
+    chunks = -(-len(data) // chunk)
+    return {"kafka_state_restore_seconds_per_million_waiting": figure(
+        k_med, "seconds per 1 M waiting predictions (wall, median)", s_med,
+        "the same bytes restored from the local SQLite StateStore (median)",
+        waiting=n, snapshot_bytes=len(data), chunks=chunks, chunk_bytes=chunk,
+        value_runs=[round(sum(x) * per, 3) for x in kafka_s], baseline_runs=[round(sum(x) * per, 3) for x in sqlite_s],
+        # where the time goes: reading the bytes (changelog / SQLite), then the same rebuild
+        read_seconds_runs=[round(r * per, 3) for r, _ in kafka_s],
+        baseline_read_seconds_runs=[round(r * per, 3) for r, _ in sqlite_s],
+        rebuild_seconds_runs=[round(b * per, 3) for _, b in kafka_s + sqlite_s],
+        changelog_read_mb_per_second=round(len(data) / 1e6 / (k_read / per), 1),
+        snapshot_build_seconds_per_million=round(to_bytes_seconds * per, 3),
+        changelog_write_seconds_per_million=round(write_seconds * per, 3),
+        # one snapshot of this partition per checkpoint (when it moved): its share of the
+        # default interval is what the join size costs the Kafka backend
+        checkpoint_share_at_default_interval=round((to_bytes_seconds + write_seconds) / CHECKPOINT_INTERVAL, 3))}
+
+
+#: what --only selects, in the order they run
+SECTIONS = ("throughput", "checkpoint", "memory", *KAFKA_SECTIONS)
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -882,6 +1326,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run, figures not meaningful")
     ap.add_argument("--skip-kafka", action="store_true", help="leave out the Apache Kafka part")
+    ap.add_argument("--only", default="", help="comma-separated sections to run, of: " + ", ".join(SECTIONS))
     ap.add_argument("--profile", action="store_true", help="cProfile the end-to-end loop; hot spots to stderr")
     ap.add_argument("--memory-worker", choices=["pipeline", "dict", "dict-traced"], help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
@@ -890,18 +1335,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res = memory_worker(args.memory_worker, args.n)
         print(json.dumps(res))
         return res
+    only = tuple(x.strip() for x in args.only.split(",") if x.strip()) or SECTIONS
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        ap.error(f"--only: unknown section(s) {', '.join(unknown)}; the sections are {', '.join(SECTIONS)}")
     logging.getLogger("driftline").setLevel(logging.ERROR)  # alerts on a synthetic stream are not news
     sizes = SIZES["quick" if args.quick else "full"]
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
         result: dict[str, Any] = {}
-        result.update(throughput(tmp, sizes, args.profile))
-        result.update(memory(sizes))
-        if args.skip_kafka:
-            result.update(kafka_skipped("--skip-kafka"))
-        else:
-            result.update(kafka(tmp, sizes, args.profile))
+        if "throughput" in only:
+            result.update(throughput(tmp, sizes, args.profile))
+        if "checkpoint" in only:
+            result.update(checkpoint_cost(tmp, sizes))
+        if "memory" in only:
+            result.update(memory(sizes))
+        kafka_sections = tuple(sec for sec in KAFKA_SECTIONS if sec in only)
+        if kafka_sections and args.skip_kafka:
+            result.update(kafka_skipped("--skip-kafka", kafka_sections))
+        elif kafka_sections:
+            result.update(kafka(tmp, sizes, args.profile, kafka_sections))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"done in {time.perf_counter() - t0:.0f} s")

@@ -17,6 +17,7 @@ FIGURES = {
     "end_to_end_events_per_second",
     "end_to_end_vs_decoder",
     "beyond_drift_cost",
+    "checkpoint_snapshot_cost",
     "decoder_events_per_second",
     "join_state_bytes_per_waiting_prediction",
     "rss_growth_bytes_per_waiting_prediction",
@@ -24,6 +25,8 @@ FIGURES = {
     "kafka_consume_records_per_second",
     "kafka_consume_records_per_second_default_fetch_wait",
     "kafka_consume_records_per_second_one_process",
+    "kafka_state_backend_records_per_second",
+    "kafka_state_restore_seconds_per_million_waiting",
 }
 
 
@@ -80,3 +83,32 @@ def test_kafka_part_skips_with_a_reason_when_the_jars_are_missing(bench, monkeyp
     for fig in res.values():
         assert fig["value"] is None
         assert "not found" in fig["skipped"]
+
+
+def test_checkpoint_figure_runs_the_kafka_backend_path_to_the_same_evaluations(run):
+    ck = run[0]["checkpoint_snapshot_cost"]
+    # the bench itself refuses a run whose Kafka-backend path evaluated other metrics than
+    # the one-process pipeline; here: it checkpointed, built snapshots and evaluated
+    assert ck["checkpoints"] >= 2
+    assert ck["snapshot_bytes_per_checkpoint"] > 0 and ck["pane_message_bytes"] > 0
+    assert ck["evaluations"] > 0
+    assert ck["ratio_at_default_interval"] > 0
+    # with snapshots and pane messages over without: a cost, so below 1 (and not inverted)
+    assert 0 < ck["changelog_ratio_at_default_interval"] < 1
+    assert set(ck["checkpoint_cpu_share_by_step"]) == {"pane messages", "snapshots", "stage 2 merge",
+                                                       "stage 2 evaluate"}
+
+
+def test_only_runs_the_named_sections(bench):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        out = bench.main(["--quick", "--only", "checkpoint,restore", "--skip-kafka"])
+    assert set(out) == {"checkpoint_snapshot_cost", "kafka_state_restore_seconds_per_million_waiting"}
+    assert out["kafka_state_restore_seconds_per_million_waiting"]["skipped"] == "--skip-kafka"
+
+
+def test_only_names_the_sections_when_one_is_unknown(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--only", "throughput,restor"])
+    err = capsys.readouterr().err
+    assert "restor" in err and "kafka_state" in err
