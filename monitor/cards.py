@@ -256,11 +256,13 @@ def read_evaluations_topic(consumer_settings: Mapping[str, Any], topic: str, mod
                 if rec.offset >= end or rec.key != key:
                     continue  # newer than the end taken at the start, or another model here
                 try:
-                    r = json.loads(rec.value)
+                    value = json.loads(rec.value)
                 except ValueError as exc:
                     raise StateError(f"{topic}[{tp.partition}]@{rec.offset}: not an evaluation record: {exc}") from None
-                if since <= r["window_end"] < until:
-                    kept.setdefault((r["window_end"], r["metric"], r["scope"]), r)
+                # stage 2 writes a window's evaluations as one array; a single record is read too
+                for r in value if isinstance(value, list) else [value]:
+                    if since <= r["window_end"] < until:
+                        kept.setdefault((r["window_end"], r["metric"], r["scope"]), r)
             if batch:
                 deadline = time.monotonic() + read_timeout_seconds
             elif time.monotonic() > deadline:

@@ -443,9 +443,13 @@ class KafkaState:
                     {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in input_offsets.items()},
                     app.consumer.group_metadata())
             # stage 2
+            # one record per model and window: a JSON array of that window's evaluations
+            windows: dict[tuple[str, float], list[dict]] = defaultdict(list)
             for e in out.evaluations:
-                send(self.topics.evaluations, key=e.model.encode(), partition=model_partition(e.model, n_models),
-                     value=json.dumps(e.record(), sort_keys=True).encode())
+                windows[(e.model, e.window_end)].append(e.record())
+            for (model, _), records in windows.items():
+                send(self.topics.evaluations, key=model.encode(), partition=model_partition(model, n_models),
+                     value=json.dumps(records, sort_keys=True).encode())
             by_model: dict[str, dict[str, list]] = defaultdict(lambda: {"transitions": [], "retrains": []})
             for t in out.transitions:
                 by_model[t.model]["transitions"].append(encode(t))

@@ -82,11 +82,14 @@ def test_card_from_the_kafka_backend(kafka, tmp_path, capsys):
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, transactional_id="card-test", acks="all")
     producer.init_transactions()
     producer.begin_transaction()
-    for e in evals:
-        producer.send(topic, key=b"m", value=json.dumps(e, sort_keys=True).encode(), partition=part)
-        if e["metric"] == "accuracy":  # another model on the same partition
-            producer.send(topic, key=other.encode(), value=json.dumps({**e, "model": other, "value": 0.01}).encode(),
-                          partition=part)
+    windows: dict[float, list[dict]] = {}
+    for e in evals:  # one record per window, a JSON array, as stage 2 writes them
+        windows.setdefault(e["window_end"], []).append(e)
+    for recs in windows.values():
+        producer.send(topic, key=b"m", value=json.dumps(recs, sort_keys=True).encode(), partition=part)
+        acc = [{**e, "model": other, "value": 0.01} for e in recs if e["metric"] == "accuracy"]
+        if acc:  # another model on the same partition
+            producer.send(topic, key=other.encode(), value=json.dumps(acc).encode(), partition=part)
     producer.commit_transaction()
     producer.begin_transaction()  # an aborted checkpoint judged nothing
     producer.send(topic, key=b"m", value=json.dumps({**evals[-1], "window_end": SINCE + 7.0, "metric": "accuracy",

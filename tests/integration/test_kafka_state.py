@@ -125,10 +125,10 @@ def _evaluations(bootstrap: str, topic: str) -> tuple[dict[tuple, dict], int]:
     out: dict[tuple, dict] = {}
     dup = 0
     for r in _topic_records(bootstrap, topic):
-        e = json.loads(r.value)
-        k = (e["model"], e["window_end"], e["metric"], e["scope"])
-        dup += k in out
-        out[k] = e
+        for e in json.loads(r.value):  # one record per model and window
+            k = (e["model"], e["window_end"], e["metric"], e["scope"])
+            dup += k in out
+            out[k] = e
     return out, dup
 
 
