@@ -80,13 +80,18 @@ def _accumulate(codes, flags, units, single_off, pi, pj, nlev_j, pair_off, n_out
     for r in range(n):
         f = flags[r]
         u = units[r] if weigh else 0
+        # flags are 0/1 and most are 0 (errors, positive predictions): a row's x cells are
+        # written only when its flag is set, and a row's weights only when it has any
+        hit = f != 0
+        w = weigh and u != 0
         for k in range(d):
             c = codes[r, k]
             if c >= 0:
                 cell = single_off[k] + c
                 n_out[cell] += 1
-                x_out[cell] += f
-                if weigh:
+                if hit:
+                    x_out[cell] += f
+                if w:
                     w_out[cell] += u
         for q in range(pi.shape[0]):
             a = codes[r, pi[q]]
@@ -94,8 +99,9 @@ def _accumulate(codes, flags, units, single_off, pi, pj, nlev_j, pair_off, n_out
             if a >= 0 and b >= 0:
                 cell = pair_off[q] + a * nlev_j[q] + b
                 n_out[cell] += 1
-                x_out[cell] += f
-                if weigh:
+                if hit:
+                    x_out[cell] += f
+                if w:
                     w_out[cell] += u
 
 

@@ -69,3 +69,26 @@ def test_too_many_levels_is_refused():
     with pytest.raises(ValueError, match="at most 255"):
         SliceLayout.build(SlicesConfig(), numeric=[], numeric_edges=[], categorical=["c"],
                           vocabularies=[[str(i) for i in range(300)]], sensitive=[], groups=[])
+
+
+@pytest.mark.parametrize("n_edges", [1, 9, 32, 33, 200])
+def test_compiled_bin_codes_equal_numpy_searchsorted(n_edges):
+    # short edge lists are counted, long ones binary-searched: both must be numpy's
+    # searchsorted(side="right"), at the edges themselves, at +-inf and with NaN as -1
+    rng = np.random.default_rng(n_edges)
+    edges = [np.unique(np.round(rng.standard_normal(n_edges), 2)) for _ in range(3)]
+    sl = SliceLayout.build(
+        SlicesConfig(pair_with=()), numeric=["a", "b", "c"], numeric_edges=edges, categorical=[],
+        vocabularies=[], sensitive=["sex"], groups=[["F", "M"]],
+    )
+    numeric = np.round(rng.standard_normal((3000, 3)) * 1.5, 2)  # many values on an edge
+    numeric[rng.random(numeric.shape) < 0.05] = np.nan
+    numeric[:3] = [[np.inf, -np.inf, edges[2][0]], [-np.inf, np.inf, edges[2][-1]], [-0.0, 0.0, np.nan]]
+    groups = rng.integers(-1, 2, (3000, 1))
+    codes = sl.codes(numeric, [], groups)
+    for d in range(3):
+        want = np.where(np.isnan(numeric[:, d]), -1, np.searchsorted(edges[d], numeric[:, d], side="right"))
+        np.testing.assert_array_equal(codes[:, d], want)
+    np.testing.assert_array_equal(codes[:, 3], groups[:, 0])
+    # a non-contiguous column view codes the same
+    np.testing.assert_array_equal(sl.codes(np.asfortranarray(numeric), [], groups), codes)
