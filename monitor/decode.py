@@ -13,6 +13,7 @@ import math
 import operator
 import time
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -66,6 +67,23 @@ def hash_ids(ids: list[str]) -> np.ndarray:
         h = (h ^ (h >> np.uint64(33))) * np.uint64(0xFF51AFD7ED558CCD)
         h ^= h >> np.uint64(33)
     return h
+
+
+def _float_rows(getter, objs: list[Any], width: int) -> np.ndarray:
+    """(n, width) float64 of ``getter(obj)`` (a ``width``-tuple) per object, None as NaN.
+
+    One flat C-level pass; numpy's ``array`` of the tuples would first probe every
+    tuple as a nested sequence. A None (a missing value) stops ``fromiter``, and then the
+    batch takes ``array``, which reads None as NaN: the same values either way.
+    """
+    n = len(objs)
+    if width > 1:
+        try:
+            return np.fromiter(chain.from_iterable(map(getter, objs)), dtype=np.float64,
+                               count=n * width).reshape(n, width)
+        except TypeError:
+            pass
+    return np.array(list(map(getter, objs)), dtype=np.float64).reshape(n, width)
 
 
 #: The bounded set of dead-letter reasons (a metric label); the message has the detail.
@@ -345,8 +363,8 @@ class RecordDecoder:
             if len(good) < len(items):
                 feats, items = [feats[k] for k in good], [items[k] for k in good]
                 sens = [sens[k] for k in good]
-            width = len(cfg.features)
-            attributions = np.array([attr_get(attrs[k]) for k in good], dtype=np.float64).reshape(len(good), width)
+            attributions = _float_rows(attr_get, attrs if len(good) == len(attrs) else [attrs[k] for k in good],
+                                       len(cfg.features))
         if failures:
             when = {i: t for i, _, t in ts_items}
             for f in failures:
@@ -356,8 +374,7 @@ class RecordDecoder:
             return None, failures
         # columns by C-level getters; numpy reads None as NaN in a float64 array
         num_get, cat_get = self._columns[model]
-        numeric = (np.array(list(map(num_get, feats)), dtype=np.float64).reshape(n, len(num)) if num
-                   else np.zeros((n, 0), dtype=np.float64))
+        numeric = _float_rows(num_get, feats, len(num)) if num else np.zeros((n, 0), dtype=np.float64)
         categorical = [np.array(list(map(get, feats)), dtype=object) for get in cat_get]
         sensitive = [np.array(list(map(operator.attrgetter(a), sens)), dtype=object) for a in cfg.sensitive]
         envs = [e for _, e, _ in items]
