@@ -54,6 +54,26 @@ def _bin_codes(numeric, cols, dims, edges, edge_off, edge_len, out):
             out[r, dims[t]] = lo - base
 
 
+@numba.njit(cache=True)
+def _pack(codes, cols, shifts, out):
+    """``out[r, cols[d]]`` |= (code + 1) << shifts[d], as float32 (words < 2**24: exact)."""
+    for r in range(codes.shape[0]):
+        for c in range(out.shape[1]):
+            w = 0
+            for d in range(codes.shape[1]):
+                if cols[d] == c:
+                    w |= (codes[r, d] + 1) << shifts[d]
+            out[r, c] = np.float32(w)
+
+
+@numba.njit(cache=True)
+def _unpack(packed, cols, shifts, masks, out):
+    for r in range(packed.shape[0]):
+        for d in range(out.shape[1]):
+            w = np.int64(np.rint(packed[r, cols[d]]))
+            out[r, d] = ((w >> shifts[d]) & masks[d]) - 1
+
+
 def _bin_names(edges: np.ndarray) -> list[str]:
     e = [f"{float(x):.6g}" for x in edges]
     if not e:
@@ -76,6 +96,8 @@ class SliceLayout:
     _template: SliceCounts | None = field(default=None, init=False, repr=False, compare=False)
     _packing: list[tuple[int, int, int]] | None = field(default=None, init=False, repr=False, compare=False)
     _binning: tuple[np.ndarray, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    _plan_np: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False,
+                                                                       compare=False)
 
     @classmethod
     def build(cls, slices_cfg, numeric: list[str], numeric_edges: list[np.ndarray], categorical: list[str],
@@ -174,22 +196,27 @@ class SliceLayout:
                 )
         return self._binning or None
 
+    def _plan_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_plan` as (columns, shifts, masks) arrays for the compiled passes."""
+        if self._plan_np is None:
+            plan = self._plan()
+            self._plan_np = (np.array([c for c, _, _ in plan], dtype=np.int64),
+                             np.array([s for _, s, _ in plan], dtype=np.int64),
+                             np.array([(1 << b) - 1 for _, _, b in plan], dtype=np.int64))
+        return self._plan_np
+
     def pack(self, codes: np.ndarray) -> np.ndarray:
         """Codes as float32 columns (code + 1, 0 = missing), packed as :meth:`_plan` says."""
-        n = codes.shape[0]
-        words = np.zeros((n, self.n_columns), dtype=np.int64)
-        shifted = codes.astype(np.int64) + 1
-        for d, (col, shift, _) in enumerate(self._plan()):
-            words[:, col] |= shifted[:, d] << shift
-        return words.astype(np.float32)
+        out = np.zeros((codes.shape[0], self.n_columns), dtype=np.float32)
+        cols, shifts, _ = self._plan_arrays()
+        _pack(np.ascontiguousarray(codes, dtype=np.int64), cols, shifts, out)
+        return out
 
     def unpack(self, packed: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`pack`; all-zero (or pre-upgrade) payloads read as missing."""
         n = packed.shape[0]
-        out = np.full((n, len(self.dims)), -1, dtype=np.int64)
         if packed.shape[1] < self.n_columns:
-            return out
-        words = np.rint(packed).astype(np.int64)
-        for d, (col, shift, bits) in enumerate(self._plan()):
-            out[:, d] = ((words[:, col] >> shift) & ((1 << bits) - 1)) - 1
+            return np.full((n, len(self.dims)), -1, dtype=np.int64)
+        out = np.empty((n, len(self.dims)), dtype=np.int64)
+        _unpack(np.asarray(packed), *self._plan_arrays(), out)
         return out

@@ -92,3 +92,22 @@ def test_compiled_bin_codes_equal_numpy_searchsorted(n_edges):
     np.testing.assert_array_equal(codes[:, 3], groups[:, 0])
     # a non-contiguous column view codes the same
     np.testing.assert_array_equal(sl.codes(np.asfortranarray(numeric), [], groups), codes)
+
+
+def test_packed_words_are_the_planned_bit_fields():
+    # a checkpoint's waiting predictions carry packed codes: the compiled pack and unpack
+    # must keep the layout of _plan, (code + 1) * 2**shift summed per float32 column
+    levels = [10] * 20 + [255, 2, 5, 3]
+    n = len(levels)
+    sl = SliceLayout([f"d{i}" for i in range(n)], ["categorical"] * n, list(range(n)),
+                     [[str(k) for k in range(v)] for v in levels], [None] * n, [], 20000)
+    rng = np.random.default_rng(3)
+    codes = np.column_stack([rng.integers(-1, v, 300) for v in levels])
+    want = np.zeros((300, sl.n_columns))
+    for d, (col, shift, bits) in enumerate(sl._plan()):
+        assert shift + bits <= 24
+        want[:, col] += (codes[:, d] + 1) * 2.0**shift
+    packed = sl.pack(codes)
+    np.testing.assert_array_equal(packed, want.astype(np.float32))
+    np.testing.assert_array_equal(sl.unpack(want), codes)  # float64 payload columns read the same
+    np.testing.assert_array_equal(sl.unpack(np.asfortranarray(packed)[::3]), codes[::3])
