@@ -30,7 +30,8 @@ Every figure is printed next to a baseline measured in the same run:
 
 Run: ``.venv/bin/python bench/pipeline.py`` (about 2-3 minutes). Options: ``--quick``
 (small sizes, smoke run), ``--skip-kafka``, ``--profile`` (cProfile of the end-to-end
-loop, hot spots to stderr). Ends by printing one JSON object:
+loop, hot spots to stderr), ``--only beyond_drift_cost`` (that figure alone, about a minute;
+with ``--profile`` also the CPU per stage of the all-on and all-off runs). Ends by printing one JSON object:
 ``{"figure": {"value", "unit", "baseline", "baseline_name", "ratio", ...}}``.
 """
 
@@ -64,7 +65,9 @@ import msgspec
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere without installing
+if sys.path[0] != str(ROOT):
+    # run as a script from anywhere without installing; first, also when PYTHONPATH names
+    # the checkout, or the script's own folder would shadow the package with bench/detectors.py
     sys.path.insert(0, str(ROOT))
 
 from monitor.config import load_config_text  # noqa: E402
@@ -286,9 +289,10 @@ def throughput(tmp: Path, sizes: dict, profile: bool) -> dict[str, Any]:
     return result
 
 
-def beyond_drift_cost(tmp: Path, sizes: dict) -> dict[str, Any]:
+def beyond_drift_cost(tmp: Path, sizes: dict, profile: bool = False) -> dict[str, Any]:
     """End to end with multivariate drift, slices and attribution drift all on, vs all off,
-    on the same stream (records carry attributions for all 25 features), alternating runs."""
+    on the same stream (records carry attributions for all 25 features), alternating runs.
+    Security signals (on by default) run in both. ``profile``: cProfile of one all-on pass."""
     s = ModelSpec("bench", rate=RATE, label_delay=LABEL_DELAY, attributions=True)
     on, on_profiles = build_config(tmp, s)
     off, off_profiles = build_config(tmp, s, tables=BEYOND_OFF)
@@ -300,17 +304,31 @@ def beyond_drift_cost(tmp: Path, sizes: dict) -> dict[str, Any]:
     log("throughput: end to end with everything beyond drift on, and off, alternating")
     values = [v for _, vs in batches for v in vs]
     rates: dict[str, list[float]] = {"on": [], "off": [], "json": []}
+    stages: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
     for _ in range(max(3, sizes["repeats"])):
         for name, cfg, prof in (("off", off, off_profiles), ("on", on, on_profiles)):
             _, cpu, info = _clock(lambda cfg=cfg, prof=prof: run_end_to_end(cfg, prof, batches))
             if info["failures"]:
                 raise AssertionError(f"{info['failures']} records failed decoding in the {name} run")
             rates[name].append(n_events / cpu)
+            stages[name].append((info["ingest_seconds"], info["advance_seconds"]))
         # the machine's speed at that moment: json.loads of the same records
         _, cpu, _ = _clock(lambda: [json.loads(v) for v in values])
         rates["json"].append(n_events / cpu)
     ratios = sorted(a / b for a, b in zip(rates["on"], rates["off"], strict=True))
     on_rate, off_rate = sorted(rates["on"])[len(rates["on"]) // 2], sorted(rates["off"])[len(rates["off"]) // 2]
+
+    def us_per_event(name: str, k: int) -> float:  # median over the runs, wall time of the stage
+        return round(1e6 * sorted(x[k] for x in stages[name])[len(stages[name]) // 2] / n_events, 3)
+
+    hot = None
+    if profile:
+        prof_ = cProfile.Profile()
+        prof_.enable()
+        run_end_to_end(on, on_profiles, batches)
+        prof_.disable()
+        hot = _print_profile(prof_, "one in-memory pass with everything beyond drift on")
+    extra = {"profile_top": hot} if hot is not None else {}
     return figure(
         on_rate, "events/s per core (CPU time), median of runs", off_rate,
         "the same stream and pipeline with multivariate, slices and attributions off (median)",
@@ -320,7 +338,11 @@ def beyond_drift_cost(tmp: Path, sizes: dict) -> dict[str, Any]:
         on_range=[min(rates["on"]), max(rates["on"])],
         on_vs_json_loads=sorted(a / b for a, b in zip(rates["on"], rates["json"], strict=True))[len(ratios) // 2],
         json_loads_per_second=sorted(rates["json"])[len(ratios) // 2],
-        runs=len(ratios), events=n_events, mean_record_bytes=round(sum(map(len, values)) / n_events, 1))
+        on_vs_json_loads_range=[min(a / b for a, b in zip(rates["on"], rates["json"], strict=True)),
+                                max(a / b for a, b in zip(rates["on"], rates["json"], strict=True))],
+        stage_us_per_event={f"{name} {stage}": us_per_event(name, k) for name in ("on", "off")
+                            for k, stage in enumerate(("ingest (decode + join + panes)", "advance (seal + evaluate)"))},
+        runs=len(ratios), events=n_events, mean_record_bytes=round(sum(map(len, values)) / n_events, 1), **extra)
 
 
 def profile_end_to_end(config, profiles, batches) -> list[dict[str, Any]]:
@@ -883,6 +905,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run, figures not meaningful")
     ap.add_argument("--skip-kafka", action="store_true", help="leave out the Apache Kafka part")
     ap.add_argument("--profile", action="store_true", help="cProfile the end-to-end loop; hot spots to stderr")
+    ap.add_argument("--only", choices=["beyond_drift_cost"],
+                    help="run only this figure (with its own same-run baselines) and print it")
     ap.add_argument("--memory-worker", choices=["pipeline", "dict", "dict-traced"], help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -896,6 +920,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
         result: dict[str, Any] = {}
+        if args.only == "beyond_drift_cost":
+            result["beyond_drift_cost"] = beyond_drift_cost(tmp, sizes, args.profile)
+            log(f"done in {time.perf_counter() - t0:.0f} s")
+            print(json.dumps(result, indent=2))
+            return result
         result.update(throughput(tmp, sizes, args.profile))
         result.update(memory(sizes))
         if args.skip_kafka:
