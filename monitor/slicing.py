@@ -68,6 +68,7 @@ def _pack(codes, cols, shifts, out):
 
 @numba.njit(cache=True)
 def _unpack(packed, cols, shifts, masks, out):
+    """Inverse of :func:`_pack`: each dimension's bit field of its column, minus 1."""
     for r in range(packed.shape[0]):
         for d in range(out.shape[1]):
             w = np.int64(np.rint(packed[r, cols[d]]))
