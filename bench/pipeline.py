@@ -44,9 +44,11 @@ The Kafka sections share one broker and are skipped, with the reason in the outp
 Java or the jars are missing.
 
 Run: ``.venv/bin/python bench/pipeline.py`` (6-7 minutes here). Options: ``--quick``
-(small sizes, smoke run), ``--only SECTION,...`` (of throughput, checkpoint, memory,
-kafka, kafka_state, restore), ``--skip-kafka``, ``--profile`` (cProfile of the end-to-end
-loop and of the monitor behind Kafka, hot spots to stderr). Ends by printing one JSON object:
+(small sizes, smoke run), ``--only SECTION,...`` (of throughput, beyond_drift_cost,
+checkpoint, memory, kafka, kafka_state, restore; ``beyond_drift_cost`` alone is about a
+minute, and with ``--profile`` also gives the CPU per stage of its all-on and all-off runs),
+``--skip-kafka``, ``--profile`` (cProfile of the end-to-end loop and of the monitor behind
+Kafka, hot spots to stderr). Ends by printing one JSON object:
 ``{"figure": {"value", "unit", "baseline", "baseline_name", "ratio", ...}}``.
 """
 
@@ -307,9 +309,10 @@ def throughput(tmp: Path, sizes: dict, profile: bool) -> dict[str, Any]:
     return result
 
 
-def beyond_drift_cost(tmp: Path, sizes: dict) -> dict[str, Any]:
+def beyond_drift_cost(tmp: Path, sizes: dict, profile: bool = False) -> dict[str, Any]:
     """End to end with multivariate drift, slices and attribution drift all on, vs all off,
-    on the same stream (records carry attributions for all 25 features), alternating runs."""
+    on the same stream (records carry attributions for all 25 features), alternating runs.
+    Security signals (on by default) run in both. ``profile``: cProfile of one all-on pass."""
     s = ModelSpec("bench", rate=RATE, label_delay=LABEL_DELAY, attributions=True)
     on, on_profiles = build_config(tmp, s)
     off, off_profiles = build_config(tmp, s, tables=BEYOND_OFF)
@@ -321,17 +324,31 @@ def beyond_drift_cost(tmp: Path, sizes: dict) -> dict[str, Any]:
     log("throughput: end to end with everything beyond drift on, and off, alternating")
     values = [v for _, vs in batches for v in vs]
     rates: dict[str, list[float]] = {"on": [], "off": [], "json": []}
+    stages: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
     for _ in range(max(3, sizes["repeats"])):
         for name, cfg, prof in (("off", off, off_profiles), ("on", on, on_profiles)):
             _, cpu, info = _clock(lambda cfg=cfg, prof=prof: run_end_to_end(cfg, prof, batches))
             if info["failures"]:
                 raise AssertionError(f"{info['failures']} records failed decoding in the {name} run")
             rates[name].append(n_events / cpu)
+            stages[name].append((info["ingest_seconds"], info["advance_seconds"]))
         # the machine's speed at that moment: json.loads of the same records
         _, cpu, _ = _clock(lambda: [json.loads(v) for v in values])
         rates["json"].append(n_events / cpu)
     ratios = sorted(a / b for a, b in zip(rates["on"], rates["off"], strict=True))
     on_rate, off_rate = sorted(rates["on"])[len(rates["on"]) // 2], sorted(rates["off"])[len(rates["off"]) // 2]
+
+    def us_per_event(name: str, k: int) -> float:  # median over the runs, wall time of the stage
+        return round(1e6 * sorted(x[k] for x in stages[name])[len(stages[name]) // 2] / n_events, 3)
+
+    hot = None
+    if profile:
+        prof_ = cProfile.Profile()
+        prof_.enable()
+        run_end_to_end(on, on_profiles, batches)
+        prof_.disable()
+        hot = _print_profile(prof_, "one in-memory pass with everything beyond drift on")
+    extra = {"profile_top": hot} if hot is not None else {}
     return figure(
         on_rate, "events/s per core (CPU time), median of runs", off_rate,
         "the same stream and pipeline with multivariate, slices and attributions off (median)",
@@ -341,7 +358,11 @@ def beyond_drift_cost(tmp: Path, sizes: dict) -> dict[str, Any]:
         on_range=[min(rates["on"]), max(rates["on"])],
         on_vs_json_loads=sorted(a / b for a, b in zip(rates["on"], rates["json"], strict=True))[len(ratios) // 2],
         json_loads_per_second=sorted(rates["json"])[len(ratios) // 2],
-        runs=len(ratios), events=n_events, mean_record_bytes=round(sum(map(len, values)) / n_events, 1))
+        on_vs_json_loads_range=[min(a / b for a, b in zip(rates["on"], rates["json"], strict=True)),
+                                max(a / b for a, b in zip(rates["on"], rates["json"], strict=True))],
+        stage_us_per_event={f"{name} {stage}": us_per_event(name, k) for name in ("on", "off")
+                            for k, stage in enumerate(("ingest (decode + join + panes)", "advance (seal + evaluate)"))},
+        runs=len(ratios), events=n_events, mean_record_bytes=round(sum(map(len, values)) / n_events, 1), **extra)
 
 
 #: state.checkpoint_interval_seconds's default: the Kafka backend pays one snapshot per interval
@@ -1317,8 +1338,10 @@ def _kafka_restore(bootstrap: str, tmp: Path, sizes: dict) -> dict[str, Any]:
         checkpoint_share_at_default_interval=round((to_bytes_seconds + write_seconds) / CHECKPOINT_INTERVAL, 3))}
 
 
-#: what --only selects, in the order they run
-SECTIONS = ("throughput", "checkpoint", "memory", *KAFKA_SECTIONS)
+#: what --only selects, in the order they run (all but beyond_drift_cost by default: the
+#: throughput section includes it)
+DEFAULT_SECTIONS = ("throughput", "checkpoint", "memory", *KAFKA_SECTIONS)
+SECTIONS = ("throughput", "beyond_drift_cost", *DEFAULT_SECTIONS[1:])
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -1335,7 +1358,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res = memory_worker(args.memory_worker, args.n)
         print(json.dumps(res))
         return res
-    only = tuple(x.strip() for x in args.only.split(",") if x.strip()) or SECTIONS
+    only = tuple(x.strip() for x in args.only.split(",") if x.strip()) or DEFAULT_SECTIONS
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown:
         ap.error(f"--only: unknown section(s) {', '.join(unknown)}; the sections are {', '.join(SECTIONS)}")
@@ -1346,7 +1369,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         result: dict[str, Any] = {}
         if "throughput" in only:
-            result.update(throughput(tmp, sizes, args.profile))
+            result.update(throughput(tmp, sizes, args.profile))  # includes beyond_drift_cost
+        elif "beyond_drift_cost" in only:
+            result["beyond_drift_cost"] = beyond_drift_cost(tmp, sizes, args.profile)
         if "checkpoint" in only:
             result.update(checkpoint_cost(tmp, sizes))
         if "memory" in only:

@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 from detectors._serde import check_state
@@ -54,6 +55,35 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
+_S33 = np.uint64(33)
+_CLIP = 2.0**60
+
+
+@numba.njit(cache=True)
+def _fmix1(h):
+    h ^= h >> _S33
+    h *= _M1
+    h ^= h >> _S33
+    h *= _M2
+    return h ^ (h >> _S33)
+
+
+@numba.njit(cache=True)
+def _hash_rows(x, res, codes, seed, out):
+    """:func:`cell_keys` row by row in one compiled pass (the numpy form takes a dozen
+    array operations per column): the same floor, clip, missing cell and mixing, in the
+    same order, so the keys are equal bit for bit."""
+    for r in range(x.shape[0]):
+        h = seed
+        for j in range(x.shape[1]):
+            g = x[r, j] / res[j]
+            cell = _MISSING_CELL if np.isnan(g) else np.int64(np.floor(min(max(g, -_CLIP), _CLIP)))
+            h = _fmix1(h ^ np.uint64(cell) * _GOLD)
+        for j in range(codes.shape[1]):
+            h = _fmix1(h ^ np.uint64(codes[r, j]) * _GOLD)
+        out[r] = h
+
+
 def cell_keys(numeric: np.ndarray, resolution: np.ndarray, codes: np.ndarray | None = None,
               origin: np.ndarray | None = None) -> np.ndarray:
     """64-bit hash per row of its grid cell: ``floor((x - origin) / resolution)`` per numeric
@@ -69,19 +99,14 @@ def cell_keys(numeric: np.ndarray, resolution: np.ndarray, codes: np.ndarray | N
         raise ValueError(f"resolution must be {x.shape[1]} positive numbers, got {res.tolist()}")
     if origin is not None:
         x = x - np.asarray(origin, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        # clip so that inf and huge values stay in int64; they share the edge cells
-        g = np.floor(np.clip(x / res, -(2.0**60), 2.0**60))
-    cells = np.where(np.isnan(g), _MISSING_CELL, np.nan_to_num(g).astype(np.int64))
     n = x.shape[0]
-    h = np.full(n, (x.shape[1] * int(_GOLD)) % 2**64, dtype=np.uint64)
-    cols = [cells[:, j] for j in range(cells.shape[1])]
-    if codes is not None:
-        c = np.asarray(codes, dtype=np.int64).reshape(n, -1)
-        cols += [c[:, j] for j in range(c.shape[1])]
-    for col in cols:
-        h = _fmix(h ^ col.astype(np.uint64) * _GOLD)
-    return h
+    # each row's cells, NaN a cell of its own and inf and huge values clipped to the
+    # edge cells (so they stay in int64), then its integer codes, mixed in turn into a
+    # hash seeded by the number of numeric columns
+    c = np.zeros((n, 0), dtype=np.int64) if codes is None else np.asarray(codes, dtype=np.int64).reshape(n, -1)
+    out = np.empty(n, dtype=np.uint64)
+    _hash_rows(x, res, c, np.uint64((x.shape[1] * int(_GOLD)) % 2**64), out)
+    return out
 
 
 class CellGrid:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from detectors.slices import SliceCounts
@@ -21,6 +22,57 @@ __all__ = ["SliceLayout", "MAX_LEVELS"]
 #: A dimension has at most 255 levels (its code + 1 then fits in 8 bits).
 MAX_LEVELS = 255
 _WORD_BITS = 24  # integers a float32 holds exactly
+
+
+@numba.njit(cache=True)
+def _bin_codes(numeric, cols, dims, edges, edge_off, edge_len, out):
+    """``out[:, dims[t]]`` = the bin of ``numeric[:, cols[t]]`` on its edges, as
+    ``np.searchsorted(edges, x, side="right")`` (the number of edges <= x), or -1 for NaN:
+    every numeric dimension of a batch in one pass instead of three array ops each."""
+    for r in range(numeric.shape[0]):
+        for t in range(cols.shape[0]):
+            x = numeric[r, cols[t]]
+            if np.isnan(x):
+                out[r, dims[t]] = -1
+                continue
+            lo, hi = edge_off[t], edge_off[t] + edge_len[t]
+            if hi - lo <= 32:
+                # a short sorted edge list: counting without branches beats a binary
+                # search, whose branches on data mispredict
+                c = 0
+                for k in range(lo, hi):
+                    c += edges[k] <= x
+                out[r, dims[t]] = c
+                continue
+            base = lo
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if edges[mid] <= x:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[r, dims[t]] = lo - base
+
+
+@numba.njit(cache=True)
+def _pack(codes, cols, shifts, out):
+    """``out[r, cols[d]]`` |= (code + 1) << shifts[d], as float32 (words < 2**24: exact)."""
+    for r in range(codes.shape[0]):
+        for c in range(out.shape[1]):
+            w = 0
+            for d in range(codes.shape[1]):
+                if cols[d] == c:
+                    w |= (codes[r, d] + 1) << shifts[d]
+            out[r, c] = np.float32(w)
+
+
+@numba.njit(cache=True)
+def _unpack(packed, cols, shifts, masks, out):
+    """Inverse of :func:`_pack`: each dimension's bit field of its column, minus 1."""
+    for r in range(packed.shape[0]):
+        for d in range(out.shape[1]):
+            w = np.int64(np.rint(packed[r, cols[d]]))
+            out[r, d] = ((w >> shifts[d]) & masks[d]) - 1
 
 
 def _bin_names(edges: np.ndarray) -> list[str]:
@@ -44,6 +96,9 @@ class SliceLayout:
     # empty counts built once: a pane copies it instead of rebuilding the slice names
     _template: SliceCounts | None = field(default=None, init=False, repr=False, compare=False)
     _packing: list[tuple[int, int, int]] | None = field(default=None, init=False, repr=False, compare=False)
+    _binning: tuple[np.ndarray, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    _plan_np: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False,
+                                                                       compare=False)
 
     @classmethod
     def build(cls, slices_cfg, numeric: list[str], numeric_edges: list[np.ndarray], categorical: list[str],
@@ -114,33 +169,55 @@ class SliceLayout:
         """(n, n_dims) int64 codes of a batch; categorical codes come precomputed (-1: unseen)."""
         n = numeric.shape[0] if numeric.ndim == 2 else len(group_codes)
         out = np.full((n, len(self.dims)), -1, dtype=np.int64)
+        bins = self._bins()
+        if bins is not None and n:
+            _bin_codes(np.asarray(numeric, dtype=np.float64), *bins, out)
         for d, (kind, j) in enumerate(zip(self.kinds, self.index, strict=True)):
-            if kind == "numeric":
-                x = numeric[:, j]
-                c = np.searchsorted(self.edges[d], x, side="right")
-                out[:, d] = np.where(np.isnan(x), -1, c)
-            elif kind == "categorical":
+            if kind == "categorical":
                 out[:, d] = categorical_codes[j]
-            else:
+            elif kind == "sensitive":
                 out[:, d] = group_codes[:, j]
         return out
 
+    def _bins(self) -> tuple[np.ndarray, ...] | None:
+        """The numeric dimensions' (columns, dimensions, edges end to end, offsets, lengths)
+        for :func:`_bin_codes`, built once; None when no dimension is numeric."""
+        if self._binning is None:
+            num = [d for d, kind in enumerate(self.kinds) if kind == "numeric"]
+            if not num:
+                self._binning = ()
+            else:
+                lens = np.array([len(self.edges[d]) for d in num], dtype=np.int64)
+                self._binning = (
+                    np.array([self.index[d] for d in num], dtype=np.int64),
+                    np.array(num, dtype=np.int64),
+                    np.concatenate([np.asarray(self.edges[d], dtype=np.float64) for d in num]),
+                    np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64),
+                    lens,
+                )
+        return self._binning or None
+
+    def _plan_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_plan` as (columns, shifts, masks) arrays for the compiled passes."""
+        if self._plan_np is None:
+            plan = self._plan()
+            self._plan_np = (np.array([c for c, _, _ in plan], dtype=np.int64),
+                             np.array([s for _, s, _ in plan], dtype=np.int64),
+                             np.array([(1 << b) - 1 for _, _, b in plan], dtype=np.int64))
+        return self._plan_np
+
     def pack(self, codes: np.ndarray) -> np.ndarray:
         """Codes as float32 columns (code + 1, 0 = missing), packed as :meth:`_plan` says."""
-        n = codes.shape[0]
-        words = np.zeros((n, self.n_columns), dtype=np.int64)
-        shifted = codes.astype(np.int64) + 1
-        for d, (col, shift, _) in enumerate(self._plan()):
-            words[:, col] |= shifted[:, d] << shift
-        return words.astype(np.float32)
+        out = np.zeros((codes.shape[0], self.n_columns), dtype=np.float32)
+        cols, shifts, _ = self._plan_arrays()
+        _pack(np.ascontiguousarray(codes, dtype=np.int64), cols, shifts, out)
+        return out
 
     def unpack(self, packed: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`pack`; all-zero (or pre-upgrade) payloads read as missing."""
         n = packed.shape[0]
-        out = np.full((n, len(self.dims)), -1, dtype=np.int64)
         if packed.shape[1] < self.n_columns:
-            return out
-        words = np.rint(packed).astype(np.int64)
-        for d, (col, shift, bits) in enumerate(self._plan()):
-            out[:, d] = ((words[:, col] >> shift) & ((1 << bits) - 1)) - 1
+            return np.full((n, len(self.dims)), -1, dtype=np.int64)
+        out = np.empty((n, len(self.dims)), dtype=np.int64)
+        _unpack(np.asarray(packed), *self._plan_arrays(), out)
         return out

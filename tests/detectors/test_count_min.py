@@ -197,3 +197,42 @@ def test_grid_keys_hash_the_missing_pattern_apart_and_round_trip():
     assert (grid.keys(x[:1]) == grid.keys(np.vstack([x[:1], x[:1]]))[:1]).all()  # independent of the batch
     with pytest.raises(ValueError, match="scale must have 10"):
         CellGrid(np.zeros(d), np.ones(3))
+
+
+def _python_cell_key(row, res, codes):
+    # the documented key in plain Python integers: floor(x / resolution) clipped to
+    # +-2**60 (NaN: -2**62), then each code, xor-multiplied by the golden ratio and
+    # MurmurHash3-finalised in turn from a seed of the column count
+    mask = 2**64 - 1
+    gold, m1, m2 = 0x9E3779B97F4A7C15, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53
+
+    def fmix(h):
+        h ^= h >> 33
+        h = (h * m1) & mask
+        h ^= h >> 33
+        h = (h * m2) & mask
+        return h ^ (h >> 33)
+
+    h = (len(row) * gold) & mask
+    for x, r in zip(row, res, strict=True):
+        g = x / r
+        cell = -(2**62) if math.isnan(g) else math.floor(min(max(g, -(2.0**60)), 2.0**60))
+        h = fmix(h ^ (((cell & mask) * gold) & mask))
+    for c in codes:
+        h = fmix(h ^ (((int(c) & mask) * gold) & mask))
+    return h
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cell_keys_equal_a_plain_python_hash_of_the_rounded_row(seed):
+    rng = np.random.default_rng(seed)
+    d, k = 1 + seed, 2 * seed
+    X = rng.standard_normal((400, d)) * 10.0 ** rng.uniform(-3, 22, (400, 1))  # beyond the clip too
+    X[rng.random(X.shape) < 0.05] = np.nan
+    X[rng.random(X.shape) < 0.02] = np.inf
+    X[rng.random(X.shape) < 0.02] = -np.inf
+    res = rng.uniform(0.01, 2.0, d)
+    codes = rng.integers(-2, 300, (400, k))
+    keys = cell_keys(X, res, codes=codes if k else None)
+    assert keys.dtype == np.uint64
+    assert keys.tolist() == [_python_cell_key(x, res, c) for x, c in zip(X.tolist(), codes.tolist(), strict=True)]

@@ -454,3 +454,44 @@ def test_expected_errors_merge_exactly_round_trip_and_are_checked():
         partial.update_outcomes(codes[:3], errors[:3], np.array([0.1, 0.2, 1.5]))
     with pytest.raises(ValueError, match=r"expected must be an \(3,\) array"):
         partial.update_outcomes(codes[:3], errors[:3], np.array([0.1, 0.2]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_significant_q_values_are_bh_bit_for_bit_where_they_reject(seed):
+    # The standing rule's short cut sorts only the p-values that can be rejected; ties,
+    # NaN (no test), p-values at the 2 * fdr cut and all-significant windows included.
+    from detectors.multiple_testing import benjamini_hochberg
+    from detectors.slices import _significant_q
+
+    rng = np.random.default_rng(seed)
+    fdr = [0.05, 0.1, 0.01, 0.2, 0.05, 0.5][seed]
+    p = np.concatenate([rng.random(3000), rng.random(200) * 1e-3, np.full(50, 2 * fdr), np.full(40, fdr / 7)])
+    p = np.round(p, 4) if seed % 2 else p  # many ties
+    p[rng.random(p.size) < 0.1] = np.nan
+    if seed == 5:
+        p = np.where(np.isnan(p), np.nan, p * 1e-4)  # every test rejects
+    rejected, q_full = benjamini_hochberg(p, alpha=fdr)
+    q = _significant_q(p, fdr)
+    sig = q <= fdr
+    np.testing.assert_array_equal(sig, rejected)
+    np.testing.assert_array_equal(q[sig], q_full[sig])  # bit for bit
+    ok = ~np.isnan(p)
+    _, q_oracle, _, _ = multipletests(p[ok], alpha=fdr, method="fdr_bh")
+    np.testing.assert_array_equal(sig[ok], q_oracle <= fdr)
+
+
+@pytest.mark.parametrize("what", ["error", "excess_error", "selection"])
+def test_degraded_subgroup_short_cut_keeps_every_significant_cell(what):
+    from detectors.slices import _cells
+
+    rng = np.random.default_rng(11)
+    codes, errors = events(40000, seed=3)
+    sc = SliceCounts(DIMS, LEVELS, ALL_PAIRS)
+    expected = np.clip(0.1 + 0.05 * rng.standard_normal(len(errors)), 0.0, 1.0)
+    sc.update_outcomes(codes, errors, expected)
+    sc.update_predictions(codes, errors)
+    full = _cells(sc, what, 30, 0.95, 0.05)
+    fast = _cells(sc, what, 30, 0.95, 0.05, every_q=False)
+    assert full["significant"].any()
+    np.testing.assert_array_equal(fast["significant"], full["significant"])
+    np.testing.assert_array_equal(fast["q"][full["significant"]], full["q"][full["significant"]])

@@ -112,3 +112,18 @@ def test_only_names_the_sections_when_one_is_unknown(bench, capsys):
         bench.main(["--only", "throughput,restor"])
     err = capsys.readouterr().err
     assert "restor" in err and "kafka_state" in err
+
+
+def test_only_beyond_drift_cost_prints_that_figure_with_its_stages(bench):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        returned = bench.main(["--quick", "--only", "beyond_drift_cost"])
+    assert json.loads(buf.getvalue()) == json.loads(json.dumps(returned))
+    fig = returned["beyond_drift_cost"]
+    assert set(returned) == {"beyond_drift_cost"}
+    assert fig["runs"] == 3 and fig["value"] > 0 and fig["json_loads_per_second"] > 0
+    lo, hi = fig["on_vs_json_loads_range"]
+    assert lo <= fig["on_vs_json_loads"] <= hi
+    assert set(fig["stage_us_per_event"]) == {f"{side} {stage}" for side in ("on", "off") for stage in
+                                              ("ingest (decode + join + panes)", "advance (seal + evaluate)")}
+    assert all(v > 0 for v in fig["stage_us_per_event"].values())

@@ -99,3 +99,41 @@ def test_attributions_decode_in_feature_order_and_a_bad_one_is_dead_lettered():
 def test_models_without_attributions_ignore_the_field(dec):
     batches, failures = dec.decode_predictions([_pred(0, attributions={"x": "junk"})])
     assert not failures and batches["m"].attributions is None
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.02])
+def test_float_columns_equal_a_numpy_array_of_the_records(missing):
+    # the flat fromiter path (no None in the batch) and numpy's array path (a None
+    # somewhere) give the values json.loads gives, NaN where a value is absent or null
+    import json
+    import random
+
+    import numpy as np
+
+    from monitor.synth import ModelSpec, config_models_toml, generate
+
+    rng = random.Random(5)
+    s = ModelSpec("bench", rate=50.0, label_delay=60.0, attributions=True)
+    cfg = load_config_text(config_models_toml(s, reference="unused.json", rules="", pane_seconds=60.0,
+                                              window_panes=5, allowed_lateness_seconds=10.0))
+    dec_ = RecordDecoder(cfg.fields, cfg.models)
+    preds, _ = generate(s, 1_700_000_000.0, 40.0, seed=3)
+    for r in preds:
+        for part in ("features", "attributions"):
+            for k in list(r[part]):
+                if rng.random() < missing:
+                    if rng.random() < 0.5:
+                        del r[part][k]
+                    else:
+                        r[part][k] = None
+    values = [orjson.dumps(r) for r in preds]
+    batch = dec_.decode_predictions(values)[0]["bench"]
+    m = cfg.models[0]
+    num = [f.name for f in m.features if f.type == "numeric"]
+    every = [f.name for f in m.features]
+    rows = [json.loads(v) for v in values]
+    want_num = np.array([[r["features"].get(f) for f in num] for r in rows], dtype=np.float64)
+    want_attr = np.array([[r["attributions"].get(f) for f in every] for r in rows], dtype=np.float64)
+    np.testing.assert_array_equal(batch.numeric, want_num)
+    np.testing.assert_array_equal(batch.attributions, want_attr)
+    assert np.isnan(batch.numeric).any() == bool(missing)

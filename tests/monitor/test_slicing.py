@@ -69,3 +69,45 @@ def test_too_many_levels_is_refused():
     with pytest.raises(ValueError, match="at most 255"):
         SliceLayout.build(SlicesConfig(), numeric=[], numeric_edges=[], categorical=["c"],
                           vocabularies=[[str(i) for i in range(300)]], sensitive=[], groups=[])
+
+
+@pytest.mark.parametrize("n_edges", [1, 9, 32, 33, 200])
+def test_compiled_bin_codes_equal_numpy_searchsorted(n_edges):
+    # short edge lists are counted, long ones binary-searched: both must be numpy's
+    # searchsorted(side="right"), at the edges themselves, at +-inf and with NaN as -1
+    rng = np.random.default_rng(n_edges)
+    edges = [np.unique(np.round(rng.standard_normal(n_edges), 2)) for _ in range(3)]
+    sl = SliceLayout.build(
+        SlicesConfig(pair_with=()), numeric=["a", "b", "c"], numeric_edges=edges, categorical=[],
+        vocabularies=[], sensitive=["sex"], groups=[["F", "M"]],
+    )
+    numeric = np.round(rng.standard_normal((3000, 3)) * 1.5, 2)  # many values on an edge
+    numeric[rng.random(numeric.shape) < 0.05] = np.nan
+    numeric[:3] = [[np.inf, -np.inf, edges[2][0]], [-np.inf, np.inf, edges[2][-1]], [-0.0, 0.0, np.nan]]
+    groups = rng.integers(-1, 2, (3000, 1))
+    codes = sl.codes(numeric, [], groups)
+    for d in range(3):
+        want = np.where(np.isnan(numeric[:, d]), -1, np.searchsorted(edges[d], numeric[:, d], side="right"))
+        np.testing.assert_array_equal(codes[:, d], want)
+    np.testing.assert_array_equal(codes[:, 3], groups[:, 0])
+    # a non-contiguous column view codes the same
+    np.testing.assert_array_equal(sl.codes(np.asfortranarray(numeric), [], groups), codes)
+
+
+def test_packed_words_are_the_planned_bit_fields():
+    # a checkpoint's waiting predictions carry packed codes: the compiled pack and unpack
+    # must keep the layout of _plan, (code + 1) * 2**shift summed per float32 column
+    levels = [10] * 20 + [255, 2, 5, 3]
+    n = len(levels)
+    sl = SliceLayout([f"d{i}" for i in range(n)], ["categorical"] * n, list(range(n)),
+                     [[str(k) for k in range(v)] for v in levels], [None] * n, [], 20000)
+    rng = np.random.default_rng(3)
+    codes = np.column_stack([rng.integers(-1, v, 300) for v in levels])
+    want = np.zeros((300, sl.n_columns))
+    for d, (col, shift, bits) in enumerate(sl._plan()):
+        assert shift + bits <= 24
+        want[:, col] += (codes[:, d] + 1) * 2.0**shift
+    packed = sl.pack(codes)
+    np.testing.assert_array_equal(packed, want.astype(np.float32))
+    np.testing.assert_array_equal(sl.unpack(want), codes)  # float64 payload columns read the same
+    np.testing.assert_array_equal(sl.unpack(np.asfortranarray(packed)[::3]), codes[::3])
