@@ -60,7 +60,7 @@ from monitor.config import internal_topic_prefix
 from monitor.errors import StateError
 from monitor.events import decode_alert, encode
 from monitor.pipeline import Output
-from monitor.stage2 import ModelStage, pane_message
+from monitor.stage2 import ModelStage, pane_header, pane_message
 
 __all__ = ["KafkaState", "OUTPUTS_VERSION"]
 
@@ -136,6 +136,9 @@ class KafkaState:
         self._rebuild_until: dict[int, int] = {}
         self.fenced = False
         self.commands = None
+        # panes this process published to partitions it owns, by record token, until read back
+        self._local_panes: dict[bytes, tuple[int, dict, list]] = {}
+        self._local_seq = 0
 
     # -- start-up ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -313,6 +316,8 @@ class KafkaState:
                 continue
             self._models_to_restore.discard(part)
             self.owned_panes.discard(part)
+            for token in [t for t, e in self._local_panes.items() if e[0] == part]:
+                del self._local_panes[token]
             self.panes_positions.pop(part, None)
             self._panes_written.pop(part, None)
             for name in self._models_of(part):
@@ -384,7 +389,12 @@ class KafkaState:
             if tp.topic != self.topics.panes or tp.partition not in self.owned_panes:
                 continue  # transitions (below), or arrived before a revoke in the same poll
             for r in recs:
-                self.stage.accept(r.value, f"{tp.topic}[{tp.partition}]@{r.offset}")
+                local = None
+                if r.headers and self._local_panes:
+                    token = dict(r.headers).get("driftline.local")
+                    entry = self._local_panes.pop(token, None) if token is not None else None
+                    local = entry[1:] if entry is not None else None
+                self.stage.accept(r.value, f"{tp.topic}[{tp.partition}]@{r.offset}", local=local)
         # the consumer's position, not the last record + 1: it also steps over the
         # transaction markers that follow every committed batch of panes
         for part in self.owned_panes:
@@ -424,9 +434,19 @@ class KafkaState:
                     status = self._progress(m.index, p)
                     if not panes and self._published.get((m.cfg.name, p)) == status:
                         continue
-                    for chunk, chunk_sealed in _pane_chunks(panes, status[0], m.pane, self.settings.chunk_bytes):
-                        send(self.topics.panes, key=m.cfg.name.encode(), partition=part,
-                             value=pane_message(m.cfg.name, p, self.n_sources, chunk, chunk_sealed, status[1]))
+                    for chunk, dicts, chunk_sealed in _pane_chunks(panes, status[0], self.settings.chunk_bytes):
+                        value = pane_message(m.cfg.name, p, self.n_sources, chunk, chunk_sealed, status[1], dicts)
+                        headers = None
+                        if part in self.owned_panes:
+                            # this process owns the model: when the record comes back, merge
+                            # these very panes instead of decoding them (same content)
+                            self._local_seq += 1
+                            token = f"{self.transactional_id}/{self._local_seq}".encode()
+                            self._local_panes[token] = (part, pane_header(m.cfg.name, p, self.n_sources, chunk_sealed,
+                                                                          status[1]), chunk)
+                            headers = [("driftline.local", token)]
+                        send(self.topics.panes, key=m.cfg.name.encode(), partition=part, value=value,
+                             headers=headers)
                     published[(m.cfg.name, p)] = status
             for p in sorted(self.restored_inputs):
                 offs = tuple(sorted((t, o) for (t, pp), o in input_offsets.items() if pp == p))
@@ -606,22 +626,25 @@ def _poll_member(c: KafkaConsumer, max_records: int) -> dict:
     return c.poll(timeout_ms=_JOIN_POLL_MS, max_records=max_records)
 
 
-def _pane_chunks(panes: list, final_sealed: float, pane_seconds: float, limit: int):
-    """Split a source's sealed panes into records of about ``limit`` bytes. Each record's
-    ``sealed`` promises only what it and the records before it hold: the start of the next
-    record's first pane (its predecessors are complete), the final cutoff on the last."""
+def _pane_chunks(panes: list, final_sealed: float, limit: int):
+    """Split a source's sealed panes into records of about ``limit`` bytes; yields (panes,
+    their dicts, sealed). Each record's ``sealed`` promises only what it and the records
+    before it hold: the start of the next record's first pane (its predecessors are
+    complete), the final cutoff on the last."""
     if not panes:
-        yield [], final_sealed
+        yield [], [], final_sealed
         return
     panes = sorted(panes, key=lambda p: p.start)
-    chunks: list[list] = [[]]
+    chunks: list[tuple[list, list]] = [([], [])]
     size = 0
     for p in panes:
-        n = len(_pack.encode(p.to_dict()))
-        if chunks[-1] and size + n > limit:
-            chunks.append([])
+        d = p.to_dict()
+        n = len(_pack.encode(d))
+        if chunks[-1][0] and size + n > limit:
+            chunks.append(([], []))
             size = 0
-        chunks[-1].append(p)
+        chunks[-1][0].append(p)
+        chunks[-1][1].append(d)
         size += n
-    for i, chunk in enumerate(chunks):
-        yield chunk, (final_sealed if i == len(chunks) - 1 else chunks[i + 1][0].start)
+    for i, (chunk, dicts) in enumerate(chunks):
+        yield chunk, dicts, (final_sealed if i == len(chunks) - 1 else chunks[i + 1][0][0].start)

@@ -26,7 +26,7 @@ from monitor.metrics import Metrics
 from monitor.panes import Pane
 from monitor.pipeline import ModelRuntime, Output
 
-__all__ = ["ModelStage", "pane_message", "PANES_VERSION"]
+__all__ = ["ModelStage", "pane_header", "pane_message", "PANES_VERSION"]
 
 log = logging.getLogger("driftline.stage2")
 
@@ -37,13 +37,19 @@ PANES_VERSION = 1
 STAGE_VERSION = 1
 
 
-def pane_message(model: str, source: int, n_sources: int, panes: list[Pane], sealed: float, active: bool) -> bytes:
+def pane_header(model: str, source: int, n_sources: int, sealed: float, active: bool) -> dict[str, Any]:
+    """A panes record without its panes: whose they are and the source's progress."""
+    return {"kind": "panes", "version": PANES_VERSION, "model": model, "source": source, "n_sources": n_sources,
+            "sealed": sealed, "active": active}
+
+
+def pane_message(model: str, source: int, n_sources: int, panes: list[Pane], sealed: float, active: bool,
+                 dicts: list[dict] | None = None) -> bytes:
     """One record of the panes topic: a source partition's newly sealed panes of a model
     (unsealed outcomes kept, so the owner orders all sources' outcomes together), and the
-    source's progress once they are in."""
-    return _pack.encode({"kind": "panes", "version": PANES_VERSION, "model": model, "source": source,
-                         "n_sources": n_sources, "panes": [p.to_dict() for p in panes], "sealed": sealed,
-                         "active": active})
+    source's progress once they are in. ``dicts``: the panes' ``to_dict()`` when made already."""
+    return _pack.encode({**pane_header(model, source, n_sources, sealed, active),
+                         "panes": dicts if dicts is not None else [p.to_dict() for p in panes]})
 
 
 class ModelStage:
@@ -102,19 +108,23 @@ class ModelStage:
                              "n_sources": self.n_sources[name]})
 
     # -- processing ----------------------------------------------------------------------------
-    def accept(self, value: bytes, where: str) -> str:
+    def accept(self, value: bytes, where: str, local: tuple[dict, list[Pane]] | None = None) -> str:
         """Merge one panes-topic record; returns its model. ``where`` names the record
-        (topic[partition]@offset) in errors."""
-        msg = _unpack.decode(value)
-        if not isinstance(msg, dict) or msg.get("kind") != "panes" or msg.get("version") != PANES_VERSION:
-            raise ValueError(f"{where}: not a version-{PANES_VERSION} panes record")
+        (topic[partition]@offset) in errors. ``local``: the (header, panes) this process
+        published in that record itself, taken as they are instead of decoded again (the
+        record's bytes are their ``to_dict()``, which restores exactly)."""
+        if local is not None:
+            msg, panes = local
+        else:
+            msg, panes = _unpack.decode(value), None
+            if not isinstance(msg, dict) or msg.get("kind") != "panes" or msg.get("version") != PANES_VERSION:
+                raise ValueError(f"{where}: not a version-{PANES_VERSION} panes record")
         name = msg["model"]
         m = self.runtimes.get(name)
         if m is None:
             raise ValueError(f"{where}: panes of model {name!r}, which this process does not own "
                              "(a model renamed or removed while its panes were in flight?)")
-        for d in msg["panes"]:
-            pane = Pane.from_dict(m.layout, d)
+        for pane in panes if panes is not None else (Pane.from_dict(m.layout, d) for d in msg["panes"]):
             if m.next_start is not None and pane.start < m.next_start:
                 log.warning("%s: model %s: pane %s of source partition %s came after its window was evaluated "
                             "(through %s); its %d events count as late", where, name, pane.start, msg["source"],

@@ -90,8 +90,8 @@ def test_stage2_over_pane_records_equals_the_one_process_pipeline(case):
             status = s1.progress(m.index, p)
             if p not in s1.partitions:
                 status = (-math.inf, True)  # no data yet: holds stage 2 back (monitor.kstate)
-            msgs = [pane_message("m", p, PARTITIONS, chunk, chunk_sealed, status[1])
-                    for chunk, chunk_sealed in _pane_chunks(sealed.get((m.index, p), []), status[0], m.pane, 20_000)]
+            msgs = [pane_message("m", p, PARTITIONS, chunk, chunk_sealed, status[1], dicts)
+                    for chunk, dicts, chunk_sealed in _pane_chunks(sealed.get((m.index, p), []), status[0], 20_000)]
             queues.append(msgs)
         # a shared topic interleaves the sources; each keeps its own order
         while any(queues):
@@ -137,11 +137,12 @@ def test_pane_records_split_promise_only_what_they_hold():
             return {"start": self.start, "pad": b"x" * 900}
 
     panes = [P(s) for s in (120.0, 0.0, 60.0, 180.0)]
-    chunks = list(_pane_chunks(panes, 240.0, 60.0, 2000))
-    assert [[p.start for p in c] for c, _ in chunks] == [[0.0, 60.0], [120.0, 180.0]]
+    chunks = list(_pane_chunks(panes, 240.0, 2000))
+    assert [[p.start for p in c] for c, _, _ in chunks] == [[0.0, 60.0], [120.0, 180.0]]
+    assert [[d["start"] for d in ds] for _, ds, _ in chunks] == [[0.0, 60.0], [120.0, 180.0]]
     # the first record promises only up to the next one's first pane
-    assert [s for _, s in chunks] == [120.0, 240.0]
-    assert list(_pane_chunks([], 300.0, 60.0, 2000)) == [([], 300.0)]
+    assert [s for _, _, s in chunks] == [120.0, 240.0]
+    assert list(_pane_chunks([], 300.0, 2000)) == [([], [], 300.0)]
 
 
 def test_snapshot_writer_chunks_and_tombstones_shorter_snapshots():
