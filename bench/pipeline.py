@@ -1362,7 +1362,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown:
         ap.error(f"--only: unknown section(s) {', '.join(unknown)}; the sections are {', '.join(SECTIONS)}")
-    logging.getLogger("driftline").setLevel(logging.ERROR)  # alerts on a synthetic stream are not news
+    quiet = logging.getLogger("driftline")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # alerts on a synthetic stream are not news
     sizes = SIZES["quick" if args.quick else "full"]
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -1383,6 +1385,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result.update(kafka(tmp, sizes, args.profile, kafka_sections))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        quiet.setLevel(level)  # main() also runs in-process (tests): leave logging as found
     log(f"done in {time.perf_counter() - t0:.0f} s")
     print(json.dumps(result, indent=2))
     return result
