@@ -48,7 +48,7 @@ from monitor.reports import ReportWriter
 from monitor.runtime import tune_gc
 from monitor.serving.actions import ServingActions
 from monitor.sinks import build_sinks
-from monitor.state import StateStore
+from monitor.state import StateStore, write_evaluations
 from monitor.triggers.sender import RetrainSender
 
 __all__ = ["App", "main", "kafka_security", "EVALUATIONS_SCHEMA"]
@@ -640,10 +640,7 @@ class App:
         now = time.time()
 
         def extra(conn) -> None:
-            conn.executemany(
-                "INSERT OR IGNORE INTO evaluations(model, window_end, metric, scope, record) VALUES (?,?,?,?,?)",
-                [(e.model, e.window_end, e.metric, e.scope, json.dumps(e.record(), sort_keys=True)) for e in out.evaluations],
-            )
+            write_evaluations(conn, out.evaluations)
             self._record_outputs(conn, out.transitions, out.retrains, now)
 
         try:

@@ -292,8 +292,42 @@ def select_for_export(entry: Any, model: str, since_ts: float | None, until_ts: 
 class _Recorder:
     """The typed entries the daemon records, shared by the file log and the Kafka topic."""
 
-    def append(self, kind: str, data: Any = None, **kw: Any) -> dict:  # pragma: no cover
+    # Subclasses hold ``_lock``, ``_seq``, ``_hash`` (the newest entry's), ``_last`` and
+    # implement ``append_many``.
+
+    def append_many(self, entries: list[dict]) -> list[dict]:  # pragma: no cover
         raise NotImplementedError
+
+    def head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the newest entry; ``(-1, GENESIS_HASH)`` when there is none."""
+        with self._lock:
+            return self._seq, self._hash
+
+    @property
+    def last_entry(self) -> dict | None:
+        with self._lock:
+            return None if self._last is None else dict(self._last)
+
+    def append(
+        self,
+        kind: str,
+        data: Any = None,
+        *,
+        model: str | None = None,
+        actor: str | None = None,
+        ref: str | None = None,
+        time: float | None = None,
+    ) -> dict:
+        """Append one entry and return it (with its seq and hash); durability as the log's
+        ``append_many`` says.
+
+        ``data`` may hold msgspec structs, tuples and non-finite floats; it is converted to
+        plain JSON. ``ref`` is a caller's idempotency reference (see Oversight's audit
+        outbox). ``time`` is Unix seconds (default: now).
+        """
+        return self.append_many(
+            [{"kind": kind, "data": data, "model": model, "actor": actor, "ref": ref, "time": time}]
+        )[0]
 
     def config_loaded(self, config: Any, source: str) -> dict:
         """Record a config load with its hash (secrets excluded from the hash)."""
@@ -420,36 +454,6 @@ class AuditLog(_Recorder):
     @classmethod
     def from_config(cls, config: Any) -> AuditLog:
         return cls(config.audit.path)
-
-    def head(self) -> tuple[int, str]:
-        """``(seq, hash)`` of the newest entry; ``(-1, GENESIS_HASH)`` for an empty log."""
-        with self._lock:
-            return self._seq, self._hash
-
-    @property
-    def last_entry(self) -> dict | None:
-        with self._lock:
-            return None if self._last is None else dict(self._last)
-
-    def append(
-        self,
-        kind: str,
-        data: Any = None,
-        *,
-        model: str | None = None,
-        actor: str | None = None,
-        ref: str | None = None,
-        time: float | None = None,
-    ) -> dict:
-        """Append one entry and return it (with its seq and hash). Durable on return.
-
-        ``data`` may hold msgspec structs, tuples and non-finite floats; it is converted to
-        plain JSON. ``ref`` is a caller's idempotency reference (see Oversight's audit
-        outbox). ``time`` is Unix seconds (default: now).
-        """
-        return self.append_many(
-            [{"kind": kind, "data": data, "model": model, "actor": actor, "ref": ref, "time": time}]
-        )[0]
 
     def append_many(self, entries: list[dict]) -> list[dict]:
         """Append several entries (dicts with :meth:`append`'s arguments) with one fsync."""

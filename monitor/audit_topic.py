@@ -546,33 +546,6 @@ class TopicAuditLog(_Recorder):
         """After the caller's transaction aborted: forget its entries, re-read the head."""
         return self.restore()
 
-    def head(self) -> tuple[int, str]:
-        """``(seq, hash)`` of the chain's newest entry; ``(-1, GENESIS_HASH)`` when empty."""
-        with self._lock:
-            return self._seq, self._hash
-
-    @property
-    def last_entry(self) -> dict | None:
-        with self._lock:
-            return None if self._last is None else dict(self._last)
-
-    # ------------------------------------------------------------ append
-
-    def append(
-        self,
-        kind: str,
-        data: Any = None,
-        *,
-        model: str | None = None,
-        actor: str | None = None,
-        ref: str | None = None,
-        time: float | None = None,
-    ) -> dict:
-        """Append one entry to the chain and return it (see the class for durability)."""
-        return self.append_many(
-            [{"kind": kind, "data": data, "model": model, "actor": actor, "ref": ref, "time": time}]
-        )[0]
-
     def append_many(self, entries: list[dict]) -> list[dict]:
         """Append several entries (dicts with :meth:`append`'s arguments) in order."""
         prepared = prepare_entries(entries)

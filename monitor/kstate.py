@@ -41,7 +41,6 @@ import os
 import socket
 import time
 from collections import defaultdict
-from typing import Any
 
 import msgspec
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
@@ -61,6 +60,7 @@ from monitor.errors import StateError
 from monitor.events import decode_alert, encode
 from monitor.pipeline import Output
 from monitor.stage2 import ModelStage, pane_header, pane_message
+from monitor.state import write_evaluations
 
 __all__ = ["KafkaState", "OUTPUTS_VERSION"]
 
@@ -134,7 +134,6 @@ class KafkaState:
         # delivery offset rebuild the oversight tables (alerts, requests) without notifying
         self._rewind: set[int] = set()
         self._rebuild_until: dict[int, int] = {}
-        self.fenced = False
         self.commands = None
         # panes this process published to partitions it owns, by record token, until read back
         self._local_panes: dict[bytes, tuple[int, dict, list]] = {}
@@ -205,9 +204,6 @@ class KafkaState:
     def restoring(self) -> bool:
         return bool(self._inputs_to_restore or self._models_to_restore)
 
-    def _changelog_reader(self) -> dict[str, Any]:
-        return {**self.app._client_common()}
-
     # -- stage 1: input partitions ---------------------------------------------------------------
     def inputs_assigned(self, tps) -> None:
         """Listener side: remember the partition numbers to restore before they are read."""
@@ -271,7 +267,7 @@ class KafkaState:
                     committed[tp.topic] = c
             if committed and committed == {t: local_off.get(t) for t in committed}:
                 return blob, {t: local_off[t] for t in committed}, "the local copy"
-        snaps = read_snapshots(self._changelog_reader(), self.topics.partition_changelog, p,
+        snaps = read_snapshots(self.app._client_common(), self.topics.partition_changelog, p,
                                timeout_seconds=max(60.0, 6 * self.settings.transaction_timeout_ms / 1000.0),
                                progress=lambda done, total: app.metrics.state_restore_records.labels("partition")
                                .set(done))
@@ -349,7 +345,7 @@ class KafkaState:
         c = self.models_consumer
         for part in sorted(self._models_to_restore):
             t0 = time.perf_counter()
-            snaps = read_snapshots(self._changelog_reader(), self.topics.model_changelog, part,
+            snaps = read_snapshots(self.app._client_common(), self.topics.model_changelog, part,
                                    timeout_seconds=max(60.0, 6 * self.settings.transaction_timeout_ms / 1000.0),
                                    progress=lambda done, total: self.app.metrics.state_restore_records
                                    .labels("model").set(done))
@@ -482,9 +478,8 @@ class KafkaState:
                                          "at": time.time(), **items}))
             for name in sorted(self.stage.dirty):
                 if name in self.stage.runtimes:
-                    data = self.stage.to_bytes(name)
-                    self.model_writer.write(f"model/{name}", model_partition(name, n_models), data, ckpt, {})
-                    blobs[f"kmodel/{name}"] = data
+                    self.model_writer.write(f"model/{name}", model_partition(name, n_models),
+                                            self.stage.to_bytes(name), ckpt, {})
             panes_offsets = {}
             for part, off in self.panes_positions.items():
                 if part in self.owned_panes and self._panes_written.get(part) != off:
@@ -497,7 +492,6 @@ class KafkaState:
                                                           self.models_consumer.group_metadata())
             self.producer.commit_transaction()
         except Exception as exc:
-            self.fenced = True
             # a fenced producer cannot abort: the broker aborts its transaction itself
             with contextlib.suppress(Exception):
                 self.producer.abort_transaction()
@@ -512,20 +506,11 @@ class KafkaState:
         for part, off in self.panes_positions.items():
             self._panes_written[part] = off
         seconds = time.perf_counter() - t0
-        # the local copy: the same state, offsets and evaluations (a cache, and what
-        # `driftline` commands on this volume read)
-        local_offsets = {k: v for k, v in input_offsets.items()}
-        local_offsets.update({(self.topics.panes, p): o for p, o in self.panes_positions.items()
-                              if p in self.owned_panes})
-
-        def extra(conn) -> None:
-            conn.executemany(
-                "INSERT OR IGNORE INTO evaluations(model, window_end, metric, scope, record) VALUES (?,?,?,?,?)",
-                [(e.model, e.window_end, e.metric, e.scope, json.dumps(e.record(), sort_keys=True))
-                 for e in out.evaluations])
-
+        # the local copy: the partitions' state with their offsets (restored from it when
+        # they equal the group's committed ones) and the evaluations (what `driftline`
+        # commands on this volume read); models always restore from the changelog
         try:
-            app.store.checkpoint(local_offsets, blobs, extra)
+            app.store.checkpoint(input_offsets, blobs, lambda conn: write_evaluations(conn, out.evaluations))
         except StateError as exc:  # the local copy only: the committed state is in Kafka
             log.warning("local copy of checkpoint %s not written: %s", ckpt, exc)
         return seconds, out

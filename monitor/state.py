@@ -12,6 +12,7 @@ Other modules (outbox, oversight) keep their tables in the same file: they call
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from monitor.errors import StateError
 
-__all__ = ["StateStore", "DB_NAME"]
+__all__ = ["StateStore", "DB_NAME", "write_evaluations"]
 
 DB_NAME = "driftline.db"
 
@@ -154,3 +155,12 @@ class StateStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def write_evaluations(conn: sqlite3.Connection, evaluations) -> None:
+    """Evaluation records into the ``evaluations`` table (monitor.app.EVALUATIONS_SCHEMA), in
+    the caller's transaction; a window already stored keeps its first record."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO evaluations(model, window_end, metric, scope, record) VALUES (?,?,?,?,?)",
+        [(e.model, e.window_end, e.metric, e.scope, json.dumps(e.record(), sort_keys=True)) for e in evaluations],
+    )
