@@ -14,10 +14,11 @@ Every figure is printed next to a baseline measured in the same run:
 2. Memory: 1,000,000 predictions waiting for labels (none arrive), fed through the
    pipeline in a fresh process: join-table bytes, RSS growth and peak-RSS growth per
    waiting prediction, vs a plain ``dict`` {prediction_id: (ts, score, pred, g1, g2)}.
-3. Checkpoint (in memory): the ``state.backend = "kafka"`` path without a broker (stage 1
-   seals panes unevaluated; each checkpoint builds the pane messages, the partition and
-   model snapshots; stage 2 merges the messages and evaluates) with a checkpoint every
-   10,000 events, vs the one-process pipeline without checkpoints, alternating pairs. Scaled
+3. Checkpoint (in memory): the ``state.backend = "kafka"`` path without a broker, for one
+   replica (stage 1 seals panes unevaluated; each is encoded once for its record and merged
+   into stage 2 directly, which evaluates; each checkpoint builds the pane messages, the
+   partition and model snapshots) with a checkpoint every 10,000 events, vs the
+   one-process pipeline without checkpoints, alternating pairs. Scaled
    to the default 10 s interval: the path with vs without building snapshots and pane
    messages (``changelog_ratio_at_default_interval``), and the whole path vs one process
    (``ratio_at_default_interval``).
@@ -374,16 +375,17 @@ CHECKPOINT_EVERY_BATCHES = 10
 
 def run_kafka_shape(config, profiles, batches: list[tuple[str, list[bytes]]],
                     every: int) -> dict[str, Any]:
-    """The ``state.backend = "kafka"`` path of :mod:`monitor.kstate` without the broker.
+    """The ``state.backend = "kafka"`` path of :mod:`monitor.kstate` without the broker, for
+    a process that owns the model and its input partition (one replica).
 
-    Stage 1 (``Pipeline(stage2=False)``) seals panes unevaluated; every ``every``
-    micro-batches a checkpoint builds what the transaction would send: one
-    ``pane_message`` per model and source (the sealed panes and the progress), the
-    partition snapshot (``PartitionState.to_bytes``) and the model snapshot
-    (``ModelStage.to_bytes``); stage 2 (``ModelStage.accept`` / ``advance``) merges the
-    pane messages and evaluates, as the model's owner does after the commit.
+    Stage 1 (``Pipeline(stage2=False)``) seals panes unevaluated; after each micro-batch
+    they are encoded once for their panes record (``encode_pane``) and merged into stage 2
+    directly (``ModelStage.merge_local``, then ``advance``), as ``KafkaState.absorb`` does.
+    Every ``every`` micro-batches a checkpoint builds what the transaction would send: the
+    ``pane_message`` records of the encoded panes, the partition snapshot
+    (``PartitionState.to_bytes``) and the model snapshot (``ModelStage.to_bytes``).
     """
-    from monitor.stage2 import ModelStage, pane_message
+    from monitor.stage2 import ModelStage, encode_pane, pane_message
 
     metrics = Metrics()
     pipeline = Pipeline(config, profiles, metrics, stage2=False)
@@ -395,31 +397,45 @@ def run_kafka_shape(config, profiles, batches: list[tuple[str, list[bytes]]],
     cpu = dict.fromkeys(("pane messages", "snapshots", "stage 2 merge", "stage 2 evaluate"), 0.0)
     snapshot_bytes: list[int] = []
     pane_bytes = 0
+    unpublished: dict[tuple[int, int], list[bytes]] = {}
+    seq = 0
 
-    def checkpoint() -> None:
-        nonlocal evaluations, checkpoints, pane_bytes
+    def absorb() -> None:
+        nonlocal evaluations
         t0 = time.process_time()
         sealed = pipeline.take_sealed()
+        for key, panes in sealed.items():
+            unpublished.setdefault(key, []).extend(encode_pane(x) for x in sorted(panes, key=lambda x: x.start))
+        t1 = time.process_time()
+        for m in pipeline.models:
+            for p in sorted(pipeline.partitions):
+                stage.merge_local(m.cfg.name, p, sealed.get((m.index, p), []), 1)
+                stage.set_progress(m.cfg.name, p, *pipeline.progress(m.index, p))
+        t2 = time.process_time()
+        evaluations += len(stage.advance().evaluations)
+        t3 = time.process_time()
+        for name, sec in (("pane messages", t1 - t0), ("stage 2 merge", t2 - t1), ("stage 2 evaluate", t3 - t2)):
+            cpu[name] += sec
+
+    def checkpoint() -> None:
+        nonlocal checkpoints, pane_bytes, seq
+        t0 = time.process_time()
         msgs = []
         for m in pipeline.models:
             for p in sorted(pipeline.partitions):
+                seq += 1
                 sealed_through, active = pipeline.progress(m.index, p)
-                msgs.append(pane_message(m.cfg.name, p, 1, sealed.get((m.index, p), []), sealed_through, active))
+                msgs.append(pane_message(m.cfg.name, p, 1, unpublished.pop((m.index, p), []), sealed_through, active,
+                                         seq))
+                stage.set_progress(m.cfg.name, p, sealed_through, active, seq)
         t1 = time.process_time()
         size = sum(len(st.to_bytes()) for st in pipeline.partitions.values())
         size += sum(len(stage.to_bytes(name)) for name in sorted(stage.dirty) if name in stage.runtimes)
         stage.dirty.clear()
+        stage.drain()
         t2 = time.process_time()
-        # stage 2, on the owner: merge, then evaluate (per pane, whatever the interval)
-        for msg in msgs:
-            stage.accept(msg, "bench")
-        t3 = time.process_time()
-        stage.advance()
-        evaluations += len(stage.drain().evaluations)
-        t4 = time.process_time()
-        for name, sec in (("pane messages", t1 - t0), ("snapshots", t2 - t1), ("stage 2 merge", t3 - t2),
-                          ("stage 2 evaluate", t4 - t3)):
-            cpu[name] += sec
+        cpu["pane messages"] += t1 - t0
+        cpu["snapshots"] += t2 - t1
         pane_bytes += sum(map(len, msgs))
         snapshot_bytes.append(size)
         checkpoints += 1
@@ -427,6 +443,7 @@ def run_kafka_shape(config, profiles, batches: list[tuple[str, list[bytes]]],
     for k, (kind, values) in enumerate(batches):
         failures += len(ingest(pipeline, decoder, kind, 0, values, metrics, kind))
         pipeline.advance()
+        absorb()
         if (k + 1) % every == 0:
             checkpoint()
     checkpoint()
@@ -948,8 +965,9 @@ def _consume_app(bootstrap: str, config, tmp: Path, total: int, overrides: dict[
 
     ``settle``: the timed window ends only once everything read is durable: a checkpoint
     after the last record and, with ``state.backend = "kafka"``, stage 2 caught up on the
-    panes that checkpoint published and a second checkpoint committing its output, so the
-    two backends are timed to the same point (all records consumed, evaluated, committed).
+    panes that checkpoint published and, if that produced output (panes merged from the
+    topic rather than directly), a second checkpoint committing it, so the two backends are
+    timed to the same point (all records consumed, evaluated, committed).
     """
     from prometheus_client import CollectorRegistry
 
@@ -992,8 +1010,12 @@ def _consume_app(bootstrap: str, config, tmp: Path, total: int, overrides: dict[
         if step == 0:
             app.checkpoint()
             mark["settle"] = 1 if app.kstate is not None else 2
+            mark["settle_checkpoint"] = time.perf_counter()
         elif step == 1 and _stage2_caught_up(app):
-            app.checkpoint()
+            mark["settle_caught_up"] = time.perf_counter()
+            stage = app.kstate.stage
+            if stage.dirty or stage.out.evaluations or stage.out.transitions:
+                app.checkpoint()  # stage 2 produced output after the first checkpoint
             mark["settle"] = 2
         return mark["settle"] == 2
 
@@ -1050,6 +1072,11 @@ def _consume_app(bootstrap: str, config, tmp: Path, total: int, overrides: dict[
     wall["all stages"] = round(sum(meter.wall.values()), 3)
     wall["timed window"] = round(mark["t1"] - mark["t0"], 3)
     wall["after the last record (settle)"] = round(mark["t1"] - mark["consumed"], 3)
+    if "settle_checkpoint" in mark:  # where the settle went: checkpoint, stage 2 catching up, checkpoint
+        wall["settle: first checkpoint"] = round(mark["settle_checkpoint"] - mark["consumed"], 3)
+    if "settle_caught_up" in mark:
+        wall["settle: stage 2 catching up"] = round(mark["settle_caught_up"] - mark["settle_checkpoint"], 3)
+        wall["settle: second checkpoint"] = round(mark["t1"] - mark["settle_caught_up"], 3)
     return {"records": mark["n1"] - mark["n0"], "wall": mark["t1"] - mark["t0"], "cpu": cpu,
             "main_thread_cpu": stages, "main_thread_wall": wall,
             "load": load.stop(mark["load"], cpu) if load is not None else {}}

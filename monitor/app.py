@@ -665,7 +665,8 @@ class App:
                 log.warning("offset commit to Kafka failed (state is safe in the checkpoint): %s", exc)
 
     def _checkpoint_kafka(self) -> None:
-        seconds, out = self.kstate.checkpoint()
+        seconds, _, produced = self.kstate.checkpoint()
+        self._emit(produced)
         self.metrics.checkpoint_done(seconds)
         self._emitted_keys.clear()
         self._lag()

@@ -4,7 +4,12 @@ stage 2 over the panes topic, delivery from the transitions topic.
 What one process runs, beside the App's input consumer (group ``kafka.group_id``):
 
 - **Stage 1** (the App's pipeline, per input partition): sealed partial panes are not
-  evaluated here; they wait for the checkpoint.
+  evaluated there. :meth:`KafkaState.absorb` encodes each once for its panes record, which
+  waits for the checkpoint; a pane of a model this process also owns is merged into stage 2
+  at once (when stage 2 has merged every earlier record of that source), so with one
+  replica, or a model whose sources are all local, windows are evaluated as they seal, as
+  with the SQLite backend. Its record still goes to the panes topic (for any later owner)
+  and is skipped by seq when it comes back (monitor.stage2).
 - **Stage 2** (:class:`~monitor.stage2.ModelStage`): a consumer in group
   ``<group_id>-models`` on ``<prefix>-panes`` and ``<prefix>-transitions``
   (``read_committed``, range assignment, equal partition counts): a model lives on the one
@@ -25,7 +30,10 @@ while its partitions moved fails its next commit (``CommitFailedError``), its wr
 aborted, and it stops; its supervisor restarts it and it restores from the changelog.
 
 A partition revoked or lost between checkpoints drops what it did since the last one: its
-next owner restores the snapshot and re-reads from the offsets in the same transaction.
+next owner restores the snapshot and re-reads from the offsets in the same transaction. A
+model that merged that partition's panes directly since the last commit is rolled back with
+it: its models partition is restored from the changelog and re-read from its committed
+panes offset, as on a new assignment.
 After a successful commit the same state is written to the local SQLite file, which a
 restart on the same volume uses instead of the changelog when its offsets equal the
 group's committed ones.
@@ -53,13 +61,14 @@ from monitor.changelog import (
     ensure_topics,
     model_partition,
     new_checkpoint_id,
-    read_snapshots,
+    read_snapshots_of,
 )
 from monitor.config import internal_topic_prefix
 from monitor.errors import StateError
 from monitor.events import decode_alert, encode
+from monitor.panes import Pane
 from monitor.pipeline import Output
-from monitor.stage2 import ModelStage, pane_header, pane_message
+from monitor.stage2 import ModelStage, encode_pane, pane_headers, pane_message
 from monitor.state import write_evaluations
 
 __all__ = ["KafkaState", "OUTPUTS_VERSION"]
@@ -70,7 +79,7 @@ _pack = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder()
 
 OUTPUTS_VERSION = 1
-_STAGE_POLL_SECONDS = 0.05
+_STAGE_POLL_SECONDS = 0.1  # each poll of the models consumer costs 1.5-2 ms here, idle or not
 _JOIN_POLL_MS = 20
 _IDLE_MEMBER_POLL_SECONDS = 0.5
 
@@ -135,9 +144,18 @@ class KafkaState:
         self._rewind: set[int] = set()
         self._rebuild_until: dict[int, int] = {}
         self.commands = None
-        # panes this process published to partitions it owns, by record token, until read back
-        self._local_panes: dict[bytes, tuple[int, dict, list]] = {}
-        self._local_seq = 0
+        # stage 1's panes records per (model, source partition): the seq of the last one
+        # published, restored with the partition's snapshot
+        self._seq: dict[tuple[str, int], int] = {}
+        # sealed panes not yet published, per (model index, source partition), in order:
+        # [start, encoded bytes, the Pane until stage 2 takes it, merged directly]
+        self._unpublished: dict[tuple[int, int], list[list]] = {}
+        # (model, source partition) whose panes this process merges directly, without the
+        # round trip through the panes topic: it owns both, and its stage has merged every
+        # record the source published before (their records come back and are skipped by seq)
+        self._local: set[tuple[str, int]] = set()
+        self._local_dirty: set[tuple[str, int]] = set()  # merged directly since the last commit
+        self._revoked_inputs: list[int] = []  # from the listener, for the poll loop
 
     # -- start-up ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -161,11 +179,20 @@ class KafkaState:
         # a full batch and wakes it through a socket write (bench/pipeline.py kafka_state under
         # cProfile: 14.5k wakeups for 15k sends, 0.7 s of the checkpoints' 3.9 s per 300k input
         # records). Below the broker's default 1 MB message.max.bytes; larger records go alone.
+        # retry_backoff_ms 20 (default 100): right after a commit the coordinator is still
+        # writing the transaction's markers and answers the next transaction's first
+        # AddOffsetsToTxn with CONCURRENT_TRANSACTIONS; kafka-python (like the Java client)
+        # retries AddPartitionsToTxn after 20 ms in that case but AddOffsetsToTxn only after
+        # retry_backoff_ms: 110 ms per send_offsets_to_transaction at the default, 16-32 ms
+        # at 10-20 (measured against Apache Kafka 4.1 here, checkpoints back to back)
         self.producer = KafkaProducer(
             transactional_id=self.transactional_id, transaction_timeout_ms=self.settings.transaction_timeout_ms,
-            acks="all", linger_ms=5, batch_size=256 * 1024,
+            acks="all", linger_ms=5, batch_size=256 * 1024, retry_backoff_ms=20,
             max_request_size=max(1048576, 2 * self.settings.chunk_bytes), **common)
         self.producer.init_transactions()
+        for topic in (self.topics.panes, self.topics.partition_changelog, self.topics.model_changelog,
+                      self.topics.evaluations, self.topics.transitions):
+            self.producer.partitions_for(topic)  # metadata now, not inside the first checkpoint
         log.info("transactional producer %s ready (transaction timeout %d ms)", self.transactional_id,
                  self.settings.transaction_timeout_ms)
         self.partition_writer = SnapshotWriter(self.producer.send, self.topics.partition_changelog,
@@ -220,6 +247,33 @@ class KafkaState:
             self.partition_writer and self.partition_writer.forget(f"partition/{p}")
             for key in [k for k in self._published if k[1] == p]:
                 del self._published[key]
+            self._revoked_inputs.append(p)  # the rest on the poll loop's thread (_sync_revoked)
+
+    def _sync_revoked(self) -> None:
+        """The poll loop's side of a revoked input partition: its unpublished panes and seq
+        go; a model that merged its panes directly since the last commit is rolled back to
+        that commit (restored from its changelog and re-read from its committed panes
+        offset), or it would count panes that the partition's next owner seals again."""
+        roll_back: set[int] = set()
+        n = self.settings.model_partitions
+        while self._revoked_inputs:
+            p = self._revoked_inputs.pop()
+            for key in [k for k in self._unpublished if k[1] == p]:
+                del self._unpublished[key]
+            for key in [k for k in self._seq if k[1] == p]:
+                del self._seq[key]
+            for key in [k for k in self._local if k[1] == p]:
+                self._local.discard(key)
+                if key in self._local_dirty:
+                    roll_back.add(model_partition(key[0], n))
+        for part in sorted(roll_back):
+            if part in self.owned_panes:
+                log.info("models partition %d: rolled back to its last commit (an input partition whose panes it "
+                         "merged directly was revoked)", part)
+                tp = TopicPartition(self.topics.panes, part)
+                self._models_revoked([tp])
+                self._models_to_restore.add(part)
+                self.models_consumer.pause(tp)
 
     def restore_inputs(self, assigned: set[TopicPartition]) -> dict[TopicPartition, int | None]:
         """Restore the input partitions assigned since the last call; returns where to start
@@ -227,13 +281,30 @@ class KafkaState:
         if not self._inputs_to_restore:
             return {}
         app = self.app
+        self._sync_revoked()  # a partition revoked and assigned again starts clean
         starts: dict[TopicPartition, int | None] = {}
-        for p in sorted(self._inputs_to_restore):
-            tps = [tp for tp in assigned if tp.partition == p]
-            if not tps:
-                continue
-            t0 = time.perf_counter()
-            data, offsets, source = self._partition_snapshot(p, tps)
+        t0 = time.perf_counter()
+        todo = {p: tps for p in sorted(self._inputs_to_restore)
+                if (tps := [tp for tp in assigned if tp.partition == p])}
+        found = {p: self._local_snapshot(p, tps) for p, tps in todo.items()}
+        rest = [p for p, got in found.items() if got is None]
+        if rest:  # the others from the changelog, all with one reader
+            restored = read_snapshots_of(app._client_common(), self.topics.partition_changelog, rest,
+                                         timeout_seconds=self._restore_timeout(),
+                                         progress=lambda done, total: app.metrics.state_restore_records
+                                         .labels("partition").set(done))
+            for p in rest:
+                snap = restored[p].get(f"partition/{p}")
+                if snap is None:
+                    found[p] = (None, {}, {}, "nothing (a new partition)")
+                    continue
+                self.partition_writer.known(f"partition/{p}", snap.header["chunks"])
+                found[p] = (snap.data, {t: int(o) for t, o in snap.header.get("offsets", {}).items()},
+                            snap.header.get("seq", {}), "the changelog")
+        for p, tps in todo.items():
+            data, offsets, seqs, source = found[p]
+            for name, seq in seqs.items():
+                self._seq[(name, p)] = int(seq)
             app.pipeline.drop_partition(p)
             if data is not None:
                 app.pipeline.restore_partition(p, data)
@@ -247,35 +318,36 @@ class KafkaState:
             self._written[p] = tuple(sorted(offsets.items()))
             self.restored_inputs.add(p)
             self._restored_at[p] = app.pipeline.clock()
+            log.info("input partition %d restored from %s (offsets %s)", p, source, offsets or "none")
+        if todo:
             seconds = time.perf_counter() - t0
             app.metrics.state_restore_seconds.labels("partition").observe(seconds)
-            log.info("input partition %d restored from %s in %.2fs (offsets %s)", p, source, seconds, offsets or "none")
+            log.info("input partitions %s restored in %.2fs", sorted(todo), seconds)
         self._inputs_to_restore.clear()
         return starts
 
-    def _partition_snapshot(self, p: int, tps: list[TopicPartition]) -> tuple[bytes | None, dict[str, int], str]:
-        """(state bytes, offsets by topic, where from): the local copy when its offsets are
-        the group's committed ones, else the changelog."""
+    def _restore_timeout(self) -> float:
+        """How long a restore may go without progress: past a dead owner's open transaction."""
+        return max(60.0, 6 * self.settings.transaction_timeout_ms / 1000.0)
+
+    def _local_snapshot(self, p: int, tps: list[TopicPartition]
+                        ) -> tuple[bytes, dict[str, int], dict[str, int], str] | None:
+        """(state bytes, offsets by topic, seq of its last panes record by model, where from)
+        from the local copy when its offsets are the group's committed ones, else None."""
         app = self.app
         local_off = {t: o for (t, pp), o in app.store.offsets().items() if pp == p}
         blob = app.store.blob(f"kpartition/{p}")
-        if blob is not None and local_off:
-            committed = {}
-            for tp in tps:
-                c = app.consumer.committed(tp)  # read_committed: waits out pending transactional offsets
-                if c is not None:
-                    committed[tp.topic] = c
-            if committed and committed == {t: local_off.get(t) for t in committed}:
-                return blob, {t: local_off[t] for t in committed}, "the local copy"
-        snaps = read_snapshots(self.app._client_common(), self.topics.partition_changelog, p,
-                               timeout_seconds=max(60.0, 6 * self.settings.transaction_timeout_ms / 1000.0),
-                               progress=lambda done, total: app.metrics.state_restore_records.labels("partition")
-                               .set(done))
-        snap = snaps.get(f"partition/{p}")
-        if snap is None:
-            return None, {}, "nothing (a new partition)"
-        self.partition_writer.known(f"partition/{p}", snap.header["chunks"])
-        return snap.data, {t: int(o) for t, o in snap.header.get("offsets", {}).items()}, "the changelog"
+        if blob is None or not local_off:
+            return None
+        committed = {}
+        for tp in tps:
+            c = app.consumer.committed(tp)  # read_committed: waits out pending transactional offsets
+            if c is not None:
+                committed[tp.topic] = c
+        if not committed or committed != {t: local_off.get(t) for t in committed}:
+            return None
+        seqs = app.store.blob(f"kseq/{p}")
+        return blob, {t: local_off[t] for t in committed}, {} if seqs is None else _unpack.decode(seqs), "the local copy"
 
     def _progress(self, model_index: int, p: int) -> tuple[float, bool]:
         """A source's progress for stage 2. A partition that has had no prediction yet holds
@@ -312,13 +384,21 @@ class KafkaState:
                 continue
             self._models_to_restore.discard(part)
             self.owned_panes.discard(part)
-            for token in [t for t, e in self._local_panes.items() if e[0] == part]:
-                del self._local_panes[token]
             self.panes_positions.pop(part, None)
             self._panes_written.pop(part, None)
             for name in self._models_of(part):
                 self.stage.release(name)
                 self.model_writer and self.model_writer.forget(f"model/{name}")
+                for key in [k for k in self._local if k[0] == name]:
+                    self._local.discard(key)
+                    self._local_dirty.discard(key)
+                # panes merged directly went with the released stage: merge them again (from
+                # their bytes) if the model comes back before they are published
+                index = self.stage.index[name]
+                for (mi, _), entries in list(self._unpublished.items()):
+                    if mi == index:
+                        for e in entries:
+                            e[2], e[3] = (None, False) if e[3] else (e[2], False)
 
     def _models_of(self, part: int) -> list[str]:
         n = self.settings.model_partitions
@@ -343,12 +423,14 @@ class KafkaState:
         if not self._models_to_restore:
             return
         c = self.models_consumer
-        for part in sorted(self._models_to_restore):
-            t0 = time.perf_counter()
-            snaps = read_snapshots(self.app._client_common(), self.topics.model_changelog, part,
-                                   timeout_seconds=max(60.0, 6 * self.settings.transaction_timeout_ms / 1000.0),
-                                   progress=lambda done, total: self.app.metrics.state_restore_records
-                                   .labels("model").set(done))
+        parts = sorted(self._models_to_restore)
+        t0 = time.perf_counter()
+        restored = read_snapshots_of(self.app._client_common(), self.topics.model_changelog, parts,
+                                     timeout_seconds=self._restore_timeout(),
+                                     progress=lambda done, total: self.app.metrics.state_restore_records
+                                     .labels("model").set(done))
+        for part in parts:
+            snaps = restored[part]
             for name in self._models_of(part):
                 snap = snaps.get(f"model/{name}")
                 self.stage.own(name, None if snap is None else snap.data)
@@ -362,18 +444,63 @@ class KafkaState:
                 self.panes_positions[part] = off
                 self._panes_written[part] = off
                 self.model_writer.known(f"panes-offset/{part}", pos.header["chunks"])
+            else:  # never committed (a roll-back may have read past it)
+                c.seek_to_beginning(tp)
             self.owned_panes.add(part)
             c.resume(tp)
-            seconds = time.perf_counter() - t0
-            self.app.metrics.state_restore_seconds.labels("model").observe(seconds)
-            log.info("models partition %d (%s) restored in %.2fs", part, ", ".join(self._models_of(part)) or "no models",
-                     seconds)
+        seconds = time.perf_counter() - t0
+        self.app.metrics.state_restore_seconds.labels("model").observe(seconds)
+        log.info("models partitions %s (%s) restored in %.2fs", parts,
+                 ", ".join(n for part in parts for n in self._models_of(part)) or "no models", seconds)
         self._models_to_restore.clear()
         self.app._refresh_alert_gauges()
 
+    def absorb(self) -> Output:
+        """Take stage 1's newly sealed panes: encode each once for its record, and merge those
+        of local (model, source) pairs into stage 2 directly; keep local sources' progress
+        current; evaluate what that made ready. Returns what stage 2 produced."""
+        return self.stage.advance() if self._absorb() else Output()
+
+    def _absorb(self) -> bool:
+        self._sync_revoked()
+        pipeline = self.app.pipeline
+        for key, panes in pipeline.take_sealed().items():
+            entries = self._unpublished.setdefault(key, [])
+            for pane in sorted(panes, key=lambda x: x.start):
+                entries.append([pane.start, encode_pane(pane), pane, False])
+        changed = False
+        n_models = self.settings.model_partitions
+        for m in pipeline.models:
+            name = m.cfg.name
+            if (name not in self.stage.runtimes or model_partition(name, n_models) not in self.owned_panes
+                    or not m.ready):
+                continue
+            for p in sorted(self.restored_inputs):
+                key = (name, p)
+                if key not in self._local:
+                    if self.stage.seq(name, p) != self._seq.get(key, 0):
+                        continue  # records of this source still to merge: they come first
+                    self._local.add(key)
+                    self.stage.n_sources[name] = max(self.stage.n_sources[name], self.n_sources)
+                todo = [e for e in self._unpublished.get((m.index, p), ()) if not e[3]]
+                moved = False
+                if todo:
+                    layout = self.stage.runtimes[name].layout
+                    panes = [e[2] if e[2] is not None else Pane.from_dict(layout, _unpack.decode(e[1])) for e in todo]
+                    for e in todo:
+                        e[2], e[3] = None, True  # the stage owns (and mutates) the pane now
+                    self.stage.merge_local(name, p, panes, self.n_sources)
+                    moved = True
+                moved = self.stage.set_progress(name, p, *self._progress(m.index, p)) or moved
+                if moved:
+                    self._local_dirty.add(key)
+                    changed = True
+        return changed
+
     def poll(self) -> Output:
-        """Stage 2 and delivery, from the poll loop: restore what was assigned, merge panes,
-        evaluate, feed the outbox. Returns what stage 2 produced."""
+        """Stage 2 and delivery, from the poll loop: restore what was assigned, merge panes
+        (this process's directly, others' from the panes topic), evaluate, feed the outbox.
+        Returns what stage 2 produced."""
         now = time.monotonic()
         if now - self._stage_polled < _STAGE_POLL_SECONDS:
             return Output()
@@ -381,91 +508,107 @@ class KafkaState:
         c = self.models_consumer
         records = _poll_member(c, 500)
         self._restore_models()  # assignments happen inside poll()
+        changed = self._absorb()
         for tp, recs in records.items():
             if tp.topic != self.topics.panes or tp.partition not in self.owned_panes:
                 continue  # transitions (below), or arrived before a revoke in the same poll
             for r in recs:
-                local = None
-                if r.headers and self._local_panes:
-                    token = dict(r.headers).get("driftline.local")
-                    entry = self._local_panes.pop(token, None) if token is not None else None
-                    local = entry[1:] if entry is not None else None
-                self.stage.accept(r.value, f"{tp.topic}[{tp.partition}]@{r.offset}", local=local)
+                if self.stage.accept(r.value, f"{tp.topic}[{tp.partition}]@{r.offset}", r.headers, r.key) is not None:
+                    changed = True
         # the consumer's position, not the last record + 1: it also steps over the
         # transaction markers that follow every committed batch of panes
         for part in self.owned_panes:
             pos = self._position(TopicPartition(self.topics.panes, part))
             if pos is not None:
                 self.panes_positions[part] = pos
-        out = self.stage.advance() if records else Output()
+        out = self.stage.advance() if changed else Output()
         self._deliver({tp: recs for tp, recs in records.items() if tp.topic == self.topics.transitions})
         if self.commands is not None:
             self.commands.poll()  # new commands, and waiting ones whose alert arrived above
         return out
 
     # -- the checkpoint transaction --------------------------------------------------------------
-    def checkpoint(self) -> tuple[float, Output]:
-        """One transaction (see the module doc); then the local copy. Returns its seconds and
-        the stage-2 output it made durable. A failed commit (fenced, or the broker refused)
-        raises StateError: this process's state is no longer the committed one."""
+    def checkpoint(self) -> tuple[float, Output, Output]:
+        """One transaction (see the module doc); then the local copy. Returns its seconds,
+        the stage-2 output it made durable, and the part of it stage 2 produced from the
+        panes it took at the start (not yet returned by :meth:`poll` or :meth:`absorb`). A
+        failed commit (fenced, or the broker refused) raises StateError: this process's
+        state is no longer the committed one."""
         app = self.app
         t0 = time.perf_counter()
+        produced = self.absorb()
         ckpt = new_checkpoint_id()
         pipeline = app.pipeline
         send = self.producer.send
         n_models = self.settings.model_partitions
-        sealed = pipeline.take_sealed()
         out = self.stage.drain()
         input_offsets = {tp: off for tp, off in app.positions.items() if tp[1] in self.restored_inputs}
         blobs: dict[str, bytes] = {}
         published: dict[tuple[str, int], tuple[float, bool]] = {}
+        published_inputs: set[int] = set()
         written: dict[int, tuple] = {}
+        panes_written: dict[int, int] = {}
+        for part, off in self.panes_positions.items():
+            if part in self.owned_panes and self._panes_written.get(part) != off:
+                panes_written[part] = off
+        self._advance_delivered()
+        delivered = self._delivery_offsets()
         try:
             self.producer.begin_transaction()
-            # stage 1: panes and progress first, then the snapshots they left behind
-            for m in pipeline.models:
-                part = model_partition(m.cfg.name, n_models)
-                for p in sorted(self.restored_inputs):
-                    panes = sealed.get((m.index, p), [])
-                    status = self._progress(m.index, p)
-                    if not panes and self._published.get((m.cfg.name, p)) == status:
-                        continue
-                    for chunk, dicts, chunk_sealed in _pane_chunks(panes, status[0], self.settings.chunk_bytes):
-                        value = pane_message(m.cfg.name, p, self.n_sources, chunk, chunk_sealed, status[1], dicts)
-                        headers = None
-                        if part in self.owned_panes:
-                            # this process owns the model: when the record comes back, merge
-                            # these very panes instead of decoding them (same content)
-                            self._local_seq += 1
-                            token = f"{self.transactional_id}/{self._local_seq}".encode()
-                            self._local_panes[token] = (part, pane_header(m.cfg.name, p, self.n_sources, chunk_sealed,
-                                                                          status[1]), chunk)
-                            headers = [("driftline.local", token)]
-                        send(self.topics.panes, key=m.cfg.name.encode(), partition=part, value=value,
-                             headers=headers)
-                    published[(m.cfg.name, p)] = status
-            for p in sorted(self.restored_inputs):
-                offs = tuple(sorted((t, o) for (t, pp), o in input_offsets.items() if pp == p))
-                moved = any(k[1] == p for k in sealed) or self._written.get(p) != offs
-                if not moved:
-                    continue
-                st = pipeline.partitions.get(p) or pipeline.new_partition_state(p)
-                data = st.to_bytes()
-                self.partition_writer.write(f"partition/{p}", p, data, ckpt, {"offsets": dict(offs)})
-                blobs[f"kpartition/{p}"] = data
-                written[p] = offs
+            # the offsets first: each is a round trip to a coordinator (AddOffsetsToTxn, then
+            # TxnOffsetCommit), which waits behind the records below once they fill the
+            # sender's queue (bench/pipeline.py kafka_state: 125 ms per call after them)
             if input_offsets:
                 self.producer.send_offsets_to_transaction(
                     {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in input_offsets.items()},
                     app.consumer.group_metadata())
+            models_offsets = {**{TopicPartition(self.topics.panes, part): OffsetAndMetadata(off, "", -1)
+                                 for part, off in panes_written.items()}, **delivered}
+            if models_offsets:
+                self.producer.send_offsets_to_transaction(models_offsets, self.models_consumer.group_metadata())
+            # stage 1: panes and progress first, then the snapshots they left behind
+            for m in pipeline.models:
+                name = m.cfg.name
+                part = model_partition(name, n_models)
+                for p in sorted(self.restored_inputs):
+                    key = (name, p)
+                    entries = self._unpublished.pop((m.index, p), [])
+                    status = self._progress(m.index, p)
+                    if not entries and self._published.get(key) == status:
+                        continue
+                    for chunk, chunk_sealed in _pane_chunks(entries, status[0], self.settings.chunk_bytes):
+                        seq = self._seq[key] = self._seq.get(key, 0) + 1
+                        send(self.topics.panes, key=name.encode(), partition=part,
+                             value=pane_message(name, p, self.n_sources, chunk, chunk_sealed, status[1], seq),
+                             headers=pane_headers(p, seq))
+                    if key in self._local:
+                        # merged directly: these records come back to be skipped, and the
+                        # model's snapshot below says so
+                        self.stage.set_progress(name, p, *status, seq=self._seq[key])
+                    published[key] = status
+                    published_inputs.add(p)
+            for p in sorted(self.restored_inputs):
+                offs = tuple(sorted((t, o) for (t, pp), o in input_offsets.items() if pp == p))
+                if p not in published_inputs and self._written.get(p) == offs:
+                    continue
+                st = pipeline.partitions.get(p) or pipeline.new_partition_state(p)
+                data = st.to_bytes()
+                # the seq of each model's last panes record: the next owner numbers on from it
+                seqs = {name: n for (name, pp), n in self._seq.items() if pp == p}
+                self.partition_writer.write(f"partition/{p}", p, data, ckpt, {"offsets": dict(offs), "seq": seqs})
+                blobs[f"kpartition/{p}"] = data
+                blobs[f"kseq/{p}"] = _pack.encode(seqs)
+                written[p] = offs
             # stage 2
-            # one record per model and window: a JSON array of that window's evaluations
-            windows: dict[tuple[str, float], list[dict]] = defaultdict(list)
-            for e in out.evaluations:
-                windows[(e.model, e.window_end)].append(e.record())
+            # one record per model and window: a JSON array of that window's evaluations,
+            # each encoded once for it and for the local copy
+            encoded = [json.dumps(e.record(), sort_keys=True) for e in out.evaluations]
+            windows: dict[tuple[str, float], list[str]] = defaultdict(list)
+            for e, text in zip(out.evaluations, encoded, strict=True):
+                windows[(e.model, e.window_end)].append(text)
             for (model, _), records in windows.items():
                 send(self.topics.evaluations, key=model.encode(), partition=model_partition(model, n_models),
-                     value=json.dumps(records, sort_keys=True).encode())
+                     value=("[" + ", ".join(records) + "]").encode())
             by_model: dict[str, dict[str, list]] = defaultdict(lambda: {"transitions": [], "retrains": []})
             for t in out.transitions:
                 by_model[t.model]["transitions"].append(encode(t))
@@ -480,16 +623,8 @@ class KafkaState:
                 if name in self.stage.runtimes:
                     self.model_writer.write(f"model/{name}", model_partition(name, n_models),
                                             self.stage.to_bytes(name), ckpt, {})
-            panes_offsets = {}
-            for part, off in self.panes_positions.items():
-                if part in self.owned_panes and self._panes_written.get(part) != off:
-                    self.model_writer.write(f"panes-offset/{part}", part, _pack.encode(off), ckpt, {})
-                    panes_offsets[TopicPartition(self.topics.panes, part)] = OffsetAndMetadata(off, "", -1)
-            self._advance_delivered()
-            delivered = self._delivery_offsets()
-            if panes_offsets or delivered:
-                self.producer.send_offsets_to_transaction({**panes_offsets, **delivered},
-                                                          self.models_consumer.group_metadata())
+            for part, off in panes_written.items():
+                self.model_writer.write(f"panes-offset/{part}", part, _pack.encode(off), ckpt, {})
             self.producer.commit_transaction()
         except Exception as exc:
             # a fenced producer cannot abort: the broker aborts its transaction itself
@@ -499,21 +634,21 @@ class KafkaState:
                              "state is no longer the committed one: stopping so that a restart restores it from "
                              "the changelog (a zombie whose partitions moved ends here)") from exc
         self.stage.dirty.clear()
+        self._local_dirty.clear()
         for tp, om in delivered.items():
             self._delivery_committed[tp.partition] = om.offset
         self._published.update(published)
         self._written.update(written)
-        for part, off in self.panes_positions.items():
-            self._panes_written[part] = off
+        self._panes_written.update(panes_written)
         seconds = time.perf_counter() - t0
         # the local copy: the partitions' state with their offsets (restored from it when
         # they equal the group's committed ones) and the evaluations (what `driftline`
         # commands on this volume read); models always restore from the changelog
         try:
-            app.store.checkpoint(input_offsets, blobs, lambda conn: write_evaluations(conn, out.evaluations))
+            app.store.checkpoint(input_offsets, blobs, lambda conn: write_evaluations(conn, out.evaluations, encoded))
         except StateError as exc:  # the local copy only: the committed state is in Kafka
             log.warning("local copy of checkpoint %s not written: %s", ckpt, exc)
-        return seconds, out
+        return seconds, out, produced
 
     # -- delivery -------------------------------------------------------------------------------
     def _deliver(self, records: dict) -> None:
@@ -611,25 +746,22 @@ def _poll_member(c: KafkaConsumer, max_records: int) -> dict:
     return c.poll(timeout_ms=_JOIN_POLL_MS, max_records=max_records)
 
 
-def _pane_chunks(panes: list, final_sealed: float, limit: int):
-    """Split a source's sealed panes into records of about ``limit`` bytes; yields (panes,
-    their dicts, sealed). Each record's ``sealed`` promises only what it and the records
-    before it hold: the start of the next record's first pane (its predecessors are
-    complete), the final cutoff on the last."""
-    if not panes:
-        yield [], [], final_sealed
+def _pane_chunks(entries: list, final_sealed: float, limit: int):
+    """Split a source's sealed panes (entries ``[start, encoded bytes, ...]`` in start order)
+    into records of about ``limit`` bytes; yields (encoded panes, sealed). Each record's
+    ``sealed`` promises only what it and the records before it hold: the start of the next
+    record's first pane (its predecessors are complete), the final cutoff on the last."""
+    if not entries:
+        yield [], final_sealed
         return
-    panes = sorted(panes, key=lambda p: p.start)
-    chunks: list[tuple[list, list]] = [([], [])]
+    chunks: list[list] = [[]]
     size = 0
-    for p in panes:
-        d = p.to_dict()
-        n = len(_pack.encode(d))
-        if chunks[-1][0] and size + n > limit:
-            chunks.append(([], []))
+    for e in entries:
+        n = len(e[1])
+        if chunks[-1] and size + n > limit:
+            chunks.append([])
             size = 0
-        chunks[-1][0].append(p)
-        chunks[-1][1].append(d)
+        chunks[-1].append(e)
         size += n
-    for i, (chunk, dicts) in enumerate(chunks):
-        yield chunk, dicts, (final_sealed if i == len(chunks) - 1 else chunks[i + 1][0][0].start)
+    for i, chunk in enumerate(chunks):
+        yield [e[1] for e in chunk], (final_sealed if i == len(chunks) - 1 else chunks[i + 1][0][0])

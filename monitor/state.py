@@ -157,10 +157,13 @@ class StateStore:
             self._local.conn = None
 
 
-def write_evaluations(conn: sqlite3.Connection, evaluations) -> None:
+def write_evaluations(conn: sqlite3.Connection, evaluations, encoded: list[str] | None = None) -> None:
     """Evaluation records into the ``evaluations`` table (monitor.app.EVALUATIONS_SCHEMA), in
-    the caller's transaction; a window already stored keeps its first record."""
+    the caller's transaction; a window already stored keeps its first record. ``encoded``:
+    each record's JSON when the caller made it already."""
+    if encoded is None:
+        encoded = [json.dumps(e.record(), sort_keys=True) for e in evaluations]
     conn.executemany(
         "INSERT OR IGNORE INTO evaluations(model, window_end, metric, scope, record) VALUES (?,?,?,?,?)",
-        [(e.model, e.window_end, e.metric, e.scope, json.dumps(e.record(), sort_keys=True)) for e in evaluations],
+        [(e.model, e.window_end, e.metric, e.scope, text) for e, text in zip(evaluations, encoded, strict=True)],
     )

@@ -85,9 +85,11 @@ class Receiver:
 
 
 def _config(case, bootstrap: str, topics: Topics, group: str, state_dir: Path, receiver: Receiver | None,
-            path: Path, **extra) -> Path:
+            path: Path, checkpoint_seconds: float = 0.5, client_id: str | None = None, **extra) -> Path:
     text = config_text(case, bootstrap=bootstrap, topics=topics, group_id=group, state_dir=state_dir,
-                       window_panes=3, checkpoint_seconds=0.5, **extra)
+                       window_panes=3, checkpoint_seconds=checkpoint_seconds, **extra)
+    if client_id is not None:
+        text = text.replace("[kafka]\n", f'[kafka]\nclient_id = "{client_id}"\n')
     text = text.replace("[state]\n", '[state]\nbackend = "kafka"\ntransaction_timeout_ms = 6000\n')
     hooks = "[alerting]\ngroup_by_model = false\n"
     if receiver is not None:
@@ -189,6 +191,25 @@ def _check_against_replay(got: dict, replayed: dict) -> None:
     assert not diff, diff[:5]
 
 
+def _evaluations_equal_replay(bootstrap: str, internal: InternalTopics, cfg: Path, case,
+                              tmp: Path) -> tuple[dict[tuple, dict], list[dict]]:
+    """The evaluations topic holds replay's windows, none twice; returns them and replay's alerts."""
+    got, dup = _evaluations(bootstrap, internal.evaluations)
+    assert dup == 0, f"{dup} evaluations were written twice"
+    replayed, alerts = _replay(cfg, case, tmp)
+    _check_against_replay(got, replayed)
+    return got, alerts
+
+
+def _two_halves_case(bootstrap: str, tmp: Path, name: str, seed: int):
+    """24 minutes of records, fresh 6-partition topics and group: (case, topics, group, internal)."""
+    case = make_case(tmp, minutes=24, rate=12.0, seed=seed)
+    topics = Topics.unique(name)
+    create_topics(bootstrap, topics.all(), PARTITIONS)
+    group = f"{name}-{time.time_ns()}"
+    return case, topics, group, InternalTopics(group)
+
+
 def _no_traceback(d: Daemon) -> None:
     assert "Traceback" not in d.text(), d.text()[-4000:]
 
@@ -255,10 +276,7 @@ def test_three_replicas_kill9_new_member_scale_down_equal_replay_and_deliver_onc
             d.stop_quietly()
         receiver.close()
 
-    got, dup = _evaluations(bootstrap, internal.evaluations)
-    assert dup == 0, f"{dup} evaluations were written twice"
-    replayed, alerts = _replay(cfgs[0], case, tmp_path)
-    _check_against_replay(got, replayed)
+    got, alerts = _evaluations_equal_replay(bootstrap, internal, cfgs[0], case, tmp_path)
 
     last = max(k[1] for k in got)
     want = sorted(a["key"] for a in alerts if a["window_end"] <= last)
@@ -286,11 +304,7 @@ def test_a_paused_member_whose_partitions_moved_is_fenced(kafka, tmp_path):
     none of its writes become visible, and it stops. The survivor's evaluations still equal
     replay's, with no window written twice."""
     bootstrap = servers(kafka)
-    case = make_case(tmp_path, minutes=24, rate=12.0, seed=9)
-    topics = Topics.unique("zombie")
-    create_topics(bootstrap, topics.all(), PARTITIONS)
-    group = f"zombie-{time.time_ns()}"
-    internal = InternalTopics(group)
+    case, topics, group, internal = _two_halves_case(bootstrap, tmp_path, "zombie", seed=9)
     cfg_a = _config(case, bootstrap, topics, group, tmp_path / "state-a", None, tmp_path / "a.toml")
     cfg_b = _config(case, bootstrap, topics, group, tmp_path / "state-b", None, tmp_path / "b.toml")
     a, b = Daemon(cfg_a, tmp_path / "a.log"), Daemon(cfg_b, tmp_path / "b.log")
@@ -321,10 +335,58 @@ def test_a_paused_member_whose_partitions_moved_is_fenced(kafka, tmp_path):
         prod.close()
         a.stop_quietly()
         b.stop_quietly()
-    got, dup = _evaluations(bootstrap, internal.evaluations)
-    assert dup == 0, f"{dup} evaluations were written twice"
-    replayed, _ = _replay(cfg_b, case, tmp_path)
-    _check_against_replay(got, replayed)
+    _evaluations_equal_replay(bootstrap, internal, cfg_b, case, tmp_path)
+
+
+def test_a_model_owner_losing_an_input_partition_before_its_checkpoint_rolls_the_model_back(kafka, tmp_path):
+    """A process owning the model merges its own partitions' panes directly and evaluates
+    them before its checkpoint commits them. When it loses input partitions but keeps the
+    model (here a plain consumer joins the input group only, so the models group does not
+    rebalance), the panes of the partitions it gave up were never committed: it rolls the
+    model back to its last commit and re-reads its panes. When the partitions come back it
+    restores them and reads them again. The evaluations still equal replay's, with no
+    window written twice."""
+    bootstrap = servers(kafka)
+    case, topics, group, internal = _two_halves_case(bootstrap, tmp_path, "rollback", seed=13)
+    # the first checkpoint comes well after the first half's windows and the rebalance
+    cfg = _config(case, bootstrap, topics, group, tmp_path / "state-a", None, tmp_path / "a.toml",
+                  checkpoint_seconds=30.0)
+    a = Daemon(cfg, tmp_path / "a.log")
+    prod = Producer(bootstrap)
+    half = START + 12 * 60.0
+    stop = threading.Event()
+
+    def intruder() -> None:
+        c = KafkaConsumer(topics.predictions, topics.labels, bootstrap_servers=bootstrap, group_id=group,
+                          enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+        try:
+            while not stop.is_set():
+                c.poll(timeout_ms=200)
+        finally:
+            c.close(autocommit=False)
+
+    thread = threading.Thread(target=intruder, daemon=True)
+    try:
+        prod.send(topics.predictions, [r for r in case.preds if r["timestamp"] < half])
+        prod.send(topics.labels, [r for r in case.labels if r["timestamp"] < half])
+        a.start().wait_http(90)
+        wait_until(lambda: a.metric("driftline_window_panes_closed_total") >= 5, 60,
+                   "the member to evaluate windows from its own partitions' panes")
+        thread.start()
+        wait_until(lambda: "rolled back to its last commit" in a.text(), 60, "the model's owner to roll it back")
+        stop.set()
+        thread.join(30)
+        prod.send(topics.predictions, [r for r in case.preds if r["timestamp"] >= half])
+        prod.send(topics.labels, [r for r in case.labels if r["timestamp"] >= half])
+        wait_until(lambda: _settled(bootstrap, group, [topics.predictions, topics.labels], internal), 180,
+                   "the member to take every partition back and consume everything")
+        assert a.terminate() == 0
+        _no_traceback(a)
+    finally:
+        stop.set()
+        prod.close()
+        a.stop_quietly()
+    _evaluations_equal_replay(bootstrap, internal, cfg, case, tmp_path)
 
 
 def test_the_embedded_broker_runs_the_sqlite_backend_and_refuses_the_kafka_one(tansu, tmp_path):

@@ -3,8 +3,10 @@
 The same partitioned stream goes through the one-process pipeline and through stage 1 with
 its sealed panes carried as panes-topic records (:func:`pane_message` bytes, sources
 interleaved at random as a shared topic would, each source in its own order) into a
-:class:`ModelStage` that is serialised and restored half-way, as on a hand-over. Both must
-give the same evaluations and alert transitions.
+:class:`ModelStage` that is serialised and restored half-way, as on a hand-over. One source
+is merged directly (as a process owning both the source and the model does) while its
+records still arrive, and the new owner re-reads records from before its snapshot: both
+must be skipped by seq. Both must give the same evaluations and alert transitions.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from monitor.ingest import ingest
 from monitor.kstate import _pane_chunks
 from monitor.pipeline import Output, Pipeline
 from monitor.profiles import load_profiles
-from monitor.stage2 import ModelStage, pane_message
+from monitor.stage2 import ModelStage, encode_pane, pane_headers, pane_message
 from monitor.synth import Change, ModelSpec
 
 from .conftest import build_case
@@ -80,34 +82,60 @@ def test_stage2_over_pane_records_equals_the_one_process_pipeline(case):
     rng = random.Random(7)
     produced = Output()
     restored_once = False
+    seqs = dict.fromkeys(range(PARTITIONS), 0)
+    history: list[list] = []  # each step's records, per source
+    skipped = 0
+    local = 0  # this source's panes are merged directly, as by a process owning it and the model
     for steps, _ in enumerate(_feed(config, preds, labels, lambda kind, p, vals: ingest(s1, decoder, kind, p, vals)),
                               start=1):
         s1.advance()
         sealed = s1.take_sealed()
         queues = []
+        m = s1.models[0]
         for p in range(PARTITIONS):
-            m = s1.models[0]
             status = s1.progress(m.index, p)
             if p not in s1.partitions:
                 status = (-math.inf, True)  # no data yet: holds stage 2 back (monitor.kstate)
-            msgs = [pane_message("m", p, PARTITIONS, chunk, chunk_sealed, status[1], dicts)
-                    for chunk, dicts, chunk_sealed in _pane_chunks(sealed.get((m.index, p), []), status[0], 20_000)]
+            panes = sorted(sealed.get((m.index, p), []), key=lambda x: x.start)
+            entries = [[x.start, encode_pane(x)] for x in panes]  # encoded before the stage takes them
+            if p == local:
+                stage.merge_local("m", p, panes, PARTITIONS)
+                stage.set_progress("m", p, *status)
+            msgs = []
+            for chunk, chunk_sealed in _pane_chunks(entries, status[0], 20_000):
+                seqs[p] += 1
+                msgs.append((pane_message("m", p, PARTITIONS, chunk, chunk_sealed, status[1], seqs[p]),
+                             pane_headers(p, seqs[p])))
+            if p == local:
+                stage.set_progress("m", p, *status, seq=seqs[p])
             queues.append(msgs)
+        history.append([list(q) for q in queues])
         # a shared topic interleaves the sources; each keeps its own order
         while any(queues):
             q = rng.choice([q for q in queues if q])
-            stage.accept(q.pop(0), "test")
+            value, headers = q.pop(0)
+            if stage.accept(value, "test", headers, b"m") is None:
+                skipped += 1
         out = stage.advance()
         produced.evaluations += out.evaluations
         produced.transitions += out.transitions
         if steps == 40 and not restored_once:
-            # a hand-over: the next owner restores the snapshot; the old one's output stands
+            # a hand-over: the next owner restores the snapshot, and reads from an older
+            # panes offset (three steps back): those records were merged, and are skipped
             data = stage.to_bytes("m")
             stage.drain()
             stage = ModelStage(config, profiles)
             stage.own("m", data)
+            before = skipped
+            for step in history[-3:]:
+                for q in step:
+                    for value, headers in q:
+                        assert stage.accept(value, "test", headers, b"m") is None
+                        skipped += 1
+            assert skipped - before > 3
             restored_once = True
     assert restored_once
+    assert skipped >= steps  # the local source's records, at least one per step
     got = _keyed(produced)
     # both evaluate every pane that all partitions sealed (neither flushes the open tail)
     assert got[0].keys() == expected[0].keys() and len({k[1] for k in got[0]}) >= 100
@@ -129,20 +157,26 @@ def test_release_drops_the_output_of_a_model_given_up(case):
 
 
 def test_pane_records_split_promise_only_what_they_hold():
-    class P:
-        def __init__(self, start):
-            self.start = start
-
-        def to_dict(self):
-            return {"start": self.start, "pad": b"x" * 900}
-
-    panes = [P(s) for s in (120.0, 0.0, 60.0, 180.0)]
-    chunks = list(_pane_chunks(panes, 240.0, 2000))
-    assert [[p.start for p in c] for c, _, _ in chunks] == [[0.0, 60.0], [120.0, 180.0]]
-    assert [[d["start"] for d in ds] for _, ds, _ in chunks] == [[0.0, 60.0], [120.0, 180.0]]
+    entries = [[s, b"%d" % s + b"x" * 900] for s in (0, 60, 120, 180)]
+    chunks = list(_pane_chunks(entries, 240.0, 2000))
+    assert [[b[:3] for b in c] for c, _ in chunks] == [[b"0xx", b"60x"], [b"120", b"180"]]
     # the first record promises only up to the next one's first pane
-    assert [s for _, _, s in chunks] == [120.0, 240.0]
-    assert list(_pane_chunks([], 300.0, 2000)) == [([], [], 300.0)]
+    assert [s for _, s in chunks] == [120, 240.0]
+    assert list(_pane_chunks([], 300.0, 2000)) == [([], 300.0)]
+
+
+def test_a_panes_record_is_skipped_by_seq_without_being_decoded(case):
+    config, _, _ = case
+    stage = ModelStage(config, load_profiles(config))
+    stage.own("m", None)
+    assert stage.accept(pane_message("m", 1, 2, [], 60.0, True, seq=1), "t", pane_headers(1, 1), b"m") == "m"
+    assert stage.sources["m"][1] == (60.0, True, 1)
+    # the same seq again: skipped on its headers alone (these bytes are not a record at all)
+    assert stage.accept(b"\xc1 not msgpack", "t", pane_headers(1, 1), b"m") is None
+    # a version-1 record (no seq) is merged whatever came before
+    assert stage.accept(pane_message("m", 0, 2, [], 120.0, False, seq=0), "t") == "m"
+    with pytest.raises(ValueError, match=r"t: panes of model 'other'"):
+        stage.accept(b"", "t", pane_headers(0, 5), b"other")
 
 
 def test_snapshot_writer_chunks_and_tombstones_shorter_snapshots():
