@@ -204,6 +204,7 @@ class KafkaState:
                                                 "isolation_level": "read_committed",
                                                 "auto_offset_reset": "earliest", "enable_auto_commit": False,
                                                 "max_partition_fetch_bytes": 8 * 1048576,
+                                                "fetch_max_wait_ms": max(100, base.get("fetch_max_wait_ms", 500)),
                                                 "partition_assignment_strategy": [RangePartitionAssignor]})
         # one group for a model's panes and its transitions: the range assignor gives one
         # member the same partition of both (equal partition counts), so the model's owner
