@@ -259,11 +259,12 @@ class KafkaState:
         n = self.settings.model_partitions
         while self._revoked_inputs:
             p = self._revoked_inputs.pop()
-            for key in [k for k in self._unpublished if k[1] == p]:
+            # list() copies: the models consumer's listener changes these on its IO thread
+            for key in [k for k in list(self._unpublished) if k[1] == p]:
                 del self._unpublished[key]
-            for key in [k for k in self._seq if k[1] == p]:
+            for key in [k for k in list(self._seq) if k[1] == p]:
                 del self._seq[key]
-            for key in [k for k in self._local if k[1] == p]:
+            for key in [k for k in list(self._local) if k[1] == p]:
                 self._local.discard(key)
                 if key in self._local_dirty:
                     roll_back.add(model_partition(key[0], n))
@@ -390,7 +391,7 @@ class KafkaState:
             for name in self._models_of(part):
                 self.stage.release(name)
                 self.model_writer and self.model_writer.forget(f"model/{name}")
-                for key in [k for k in self._local if k[0] == name]:
+                for key in [k for k in list(self._local) if k[0] == name]:
                     self._local.discard(key)
                     self._local_dirty.discard(key)
                 # panes merged directly went with the released stage: merge them again (from
@@ -595,7 +596,7 @@ class KafkaState:
                 st = pipeline.partitions.get(p) or pipeline.new_partition_state(p)
                 data = st.to_bytes()
                 # the seq of each model's last panes record: the next owner numbers on from it
-                seqs = {name: n for (name, pp), n in self._seq.items() if pp == p}
+                seqs = {name: n for (name, pp), n in list(self._seq.items()) if pp == p}
                 self.partition_writer.write(f"partition/{p}", p, data, ckpt, {"offsets": dict(offs), "seq": seqs})
                 blobs[f"kpartition/{p}"] = data
                 blobs[f"kseq/{p}"] = _pack.encode(seqs)
