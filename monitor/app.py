@@ -45,7 +45,7 @@ from monitor.privacy import ErasureQueue
 from monitor.profiles import load_profiles
 from monitor.replay import transition_record
 from monitor.reports import ReportWriter
-from monitor.runtime import tune_gc
+from monitor.runtime import quiet_closed_socket_reads, tune_gc
 from monitor.serving.actions import ServingActions
 from monitor.sinks import build_sinks
 from monitor.state import StateStore, write_evaluations
@@ -463,6 +463,7 @@ class App:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
+        quiet_closed_socket_reads()
         self.producer = KafkaProducer(linger_ms=20, acks="all", **self._client_common())
         if self.config.kafka.fetch_process:
             self.fetcher = self._make_fetcher()

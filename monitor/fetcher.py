@@ -79,9 +79,10 @@ def fetcher_main(conn: Connection) -> None:
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    from monitor.runtime import tune_gc
+    from monitor.runtime import quiet_closed_socket_reads, tune_gc
 
     tune_gc()  # kafka-python allocates a few objects per record
+    quiet_closed_socket_reads()
 
     out: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_CHUNKS)
     failed = threading.Event()
