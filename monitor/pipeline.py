@@ -650,7 +650,9 @@ class Pipeline:
         Returns what this call produced; it is also queued until :meth:`drain`.
         """
         produced = Output()
-        for st in self.partitions.values():
+        # list(): with state.backend = "kafka", kafka-python's IO thread drops revoked
+        # partitions (rebalance listener) while this loop may run
+        for st in list(self.partitions.values()):
             wm = st.watermark()
             for m in self.models:
                 if not m.ready or wm == -math.inf:

@@ -213,9 +213,11 @@ class ModelStage:
     def advance(self) -> Output:
         """Evaluate every pane all active sources have sealed; returns what was produced."""
         produced = Output()
-        for name, m in self.runtimes.items():
-            src = self.sources[name]
-            n = self.n_sources[name]
+        for name, m in list(self.runtimes.items()):  # a listener may release one meanwhile
+            src = self.sources.get(name)
+            n = self.n_sources.get(name, 0)
+            if src is None:
+                continue  # released since the copy above
             if n == 0 or any(p not in src for p in range(n)):
                 continue  # a source that never reported may still hold data for these panes
             active = [s for s, a, _ in src.values() if a]
