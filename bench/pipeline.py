@@ -15,9 +15,9 @@ Every figure is printed next to a baseline measured in the same run:
    pipeline in a fresh process: join-table bytes, RSS growth and peak-RSS growth per
    waiting prediction, vs a plain ``dict`` {prediction_id: (ts, score, pred, g1, g2)}.
 3. Checkpoint (in memory): the ``state.backend = "kafka"`` path without a broker, for one
-   replica (stage 1 seals panes unevaluated; each is encoded once for its record and merged
-   into stage 2 directly, which evaluates; each checkpoint builds the pane messages, the
-   partition and model snapshots) with a checkpoint every 10,000 events, vs the
+   replica (stage 1 seals panes unevaluated; each is encoded once, kept until the commit,
+   and merged into stage 2 directly, which evaluates; each checkpoint builds the partition
+   and model snapshots) with a checkpoint every 10,000 events, vs the
    one-process pipeline without checkpoints, alternating pairs. Scaled
    to the default 10 s interval: the path with vs without building snapshots and pane
    messages (``changelog_ratio_at_default_interval``), and the whole path vs one process
@@ -379,13 +379,14 @@ def run_kafka_shape(config, profiles, batches: list[tuple[str, list[bytes]]],
     a process that owns the model and its input partition (one replica).
 
     Stage 1 (``Pipeline(stage2=False)``) seals panes unevaluated; after each micro-batch
-    they are encoded once for their panes record (``encode_pane``) and merged into stage 2
-    directly (``ModelStage.merge_local``, then ``advance``), as ``KafkaState.absorb`` does.
-    Every ``every`` micro-batches a checkpoint builds what the transaction would send: the
-    ``pane_message`` records of the encoded panes, the partition snapshot
-    (``PartitionState.to_bytes``) and the model snapshot (``ModelStage.to_bytes``).
+    they are encoded once (``encode_pane``: kept until the commit, for a roll-back or a
+    model given up before it) and merged into stage 2 directly (``ModelStage.merge_local``,
+    then ``advance``), as ``KafkaState.absorb`` does. Every ``every`` micro-batches a
+    checkpoint builds what the transaction would send: the partition snapshot
+    (``PartitionState.to_bytes``) and the model snapshot (``ModelStage.to_bytes``), which
+    holds the panes merged directly (they get no panes record).
     """
-    from monitor.stage2 import ModelStage, encode_pane, pane_message
+    from monitor.stage2 import ModelStage, encode_pane
 
     metrics = Metrics()
     pipeline = Pipeline(config, profiles, metrics, stage2=False)
@@ -398,7 +399,6 @@ def run_kafka_shape(config, profiles, batches: list[tuple[str, list[bytes]]],
     snapshot_bytes: list[int] = []
     pane_bytes = 0
     unpublished: dict[tuple[int, int], list[bytes]] = {}
-    seq = 0
 
     def absorb() -> None:
         nonlocal evaluations
@@ -418,16 +418,12 @@ def run_kafka_shape(config, profiles, batches: list[tuple[str, list[bytes]]],
             cpu[name] += sec
 
     def checkpoint() -> None:
-        nonlocal checkpoints, pane_bytes, seq
+        nonlocal checkpoints, pane_bytes
         t0 = time.process_time()
-        msgs = []
         for m in pipeline.models:
             for p in sorted(pipeline.partitions):
-                seq += 1
-                sealed_through, active = pipeline.progress(m.index, p)
-                msgs.append(pane_message(m.cfg.name, p, 1, unpublished.pop((m.index, p), []), sealed_through, active,
-                                         seq))
-                stage.set_progress(m.cfg.name, p, sealed_through, active, seq)
+                pane_bytes += sum(map(len, unpublished.pop((m.index, p), [])))  # committed: dropped
+                stage.set_progress(m.cfg.name, p, *pipeline.progress(m.index, p))
         t1 = time.process_time()
         size = sum(len(st.to_bytes()) for st in pipeline.partitions.values())
         size += sum(len(stage.to_bytes(name)) for name in sorted(stage.dirty) if name in stage.runtimes)
@@ -436,7 +432,6 @@ def run_kafka_shape(config, profiles, batches: list[tuple[str, list[bytes]]],
         t2 = time.process_time()
         cpu["pane messages"] += t1 - t0
         cpu["snapshots"] += t2 - t1
-        pane_bytes += sum(map(len, msgs))
         snapshot_bytes.append(size)
         checkpoints += 1
 

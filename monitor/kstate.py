@@ -8,8 +8,10 @@ What one process runs, beside the App's input consumer (group ``kafka.group_id``
   waits for the checkpoint; a pane of a model this process also owns is merged into stage 2
   at once (when stage 2 has merged every earlier record of that source), so with one
   replica, or a model whose sources are all local, windows are evaluated as they seal, as
-  with the SQLite backend. Its record still goes to the panes topic (for any later owner)
-  and is skipped by seq when it comes back (monitor.stage2).
+  with the SQLite backend. Such panes get no record at all: the model's snapshot in the
+  same transaction holds them (and the source's progress), which is all a later owner
+  reads. The encoded bytes are kept until that commit, for a roll-back (below) or a model
+  given up before it, whose panes then go out as records after all.
 - **Stage 2** (:class:`~monitor.stage2.ModelStage`): a consumer in group
   ``<group_id>-models`` on ``<prefix>-panes`` and ``<prefix>-transitions``
   (``read_committed``, range assignment, equal partition counts): a model lives on the one
@@ -152,7 +154,7 @@ class KafkaState:
         self._unpublished: dict[tuple[int, int], list[list]] = {}
         # (model, source partition) whose panes this process merges directly, without the
         # round trip through the panes topic: it owns both, and its stage has merged every
-        # record the source published before (their records come back and are skipped by seq)
+        # record the source published before (such panes need no record: see checkpoint)
         self._local: set[tuple[str, int]] = set()
         self._local_dirty: set[tuple[str, int]] = set()  # merged directly since the last commit
         self._revoked_inputs: list[int] = []  # from the listener, for the poll loop
@@ -548,6 +550,7 @@ class KafkaState:
         blobs: dict[str, bytes] = {}
         published: dict[tuple[str, int], tuple[float, bool]] = {}
         published_inputs: set[int] = set()
+        direct: dict[str, list[tuple[int, tuple[float, bool], list]]] = {}
         written: dict[int, tuple] = {}
         panes_written: dict[int, int] = {}
         for part, off in self.panes_positions.items():
@@ -571,24 +574,33 @@ class KafkaState:
             # stage 1: panes and progress first, then the snapshots they left behind
             for m in pipeline.models:
                 name = m.cfg.name
-                part = model_partition(name, n_models)
                 for p in sorted(self.restored_inputs):
                     key = (name, p)
                     entries = self._unpublished.pop((m.index, p), [])
                     status = self._progress(m.index, p)
                     if not entries and self._published.get(key) == status:
                         continue
-                    for chunk, chunk_sealed in _pane_chunks(entries, status[0], self.settings.chunk_bytes):
-                        seq = self._seq[key] = self._seq.get(key, 0) + 1
-                        send(self.topics.panes, key=name.encode(), partition=part,
-                             value=pane_message(name, p, self.n_sources, chunk, chunk_sealed, status[1], seq),
-                             headers=pane_headers(p, seq))
-                    if key in self._local:
-                        # merged directly: these records come back to be skipped, and the
-                        # model's snapshot below says so
-                        self.stage.set_progress(name, p, *status, seq=self._seq[key])
+                    if key in self._local and all(e[3] for e in entries):
+                        direct.setdefault(name, []).append((p, status, entries))
+                    else:
+                        self._send_panes(name, p, entries, status)
                     published[key] = status
                     published_inputs.add(p)
+            # Panes merged directly need no record: the model's snapshot, in this same
+            # transaction as the partitions' snapshots, holds them and the sources'
+            # progress, so no one would read their records (a later owner of the model
+            # restores that snapshot; a roll-back re-merges them from _unpublished, which
+            # kept them until now). Unless the models listener released the model
+            # meanwhile (kafka-python's IO thread): then its next owner needs the records.
+            direct_snapshots: dict[str, bytes] = {}
+            for name, items in direct.items():
+                try:
+                    for p, status, _ in items:
+                        self.stage.set_progress(name, p, *status)
+                    direct_snapshots[name] = self.stage.to_bytes(name)
+                except KeyError:
+                    for p, status, entries in items:
+                        self._send_panes(name, p, entries, status)
             for p in sorted(self.restored_inputs):
                 offs = tuple(sorted((t, o) for (t, pp), o in input_offsets.items() if pp == p))
                 if p not in published_inputs and self._written.get(p) == offs:
@@ -621,7 +633,9 @@ class KafkaState:
                 send(self.topics.transitions, key=model.encode(), partition=model_partition(model, n_models),
                      value=_pack.encode({"kind": "outputs", "version": OUTPUTS_VERSION, "model": model,
                                          "at": time.time(), **items}))
-            for name in sorted(self.stage.dirty):
+            for name, data in direct_snapshots.items():
+                self.model_writer.write(f"model/{name}", model_partition(name, n_models), data, ckpt, {})
+            for name in sorted(self.stage.dirty - direct_snapshots.keys()):
                 if name in self.stage.runtimes:
                     self.model_writer.write(f"model/{name}", model_partition(name, n_models),
                                             self.stage.to_bytes(name), ckpt, {})
@@ -651,6 +665,17 @@ class KafkaState:
         except StateError as exc:  # the local copy only: the committed state is in Kafka
             log.warning("local copy of checkpoint %s not written: %s", ckpt, exc)
         return seconds, out, produced
+
+    def _send_panes(self, name: str, p: int, entries: list, status: tuple[float, bool]) -> None:
+        """The records of a source's newly sealed panes of a model (or its progress alone),
+        numbered on from the source's last seq, into the open transaction."""
+        key = (name, p)
+        part = model_partition(name, self.settings.model_partitions)
+        for chunk, chunk_sealed in _pane_chunks(entries, status[0], self.settings.chunk_bytes):
+            seq = self._seq[key] = self._seq.get(key, 0) + 1
+            self.producer.send(self.topics.panes, key=name.encode(), partition=part,
+                               value=pane_message(name, p, self.n_sources, chunk, chunk_sealed, status[1], seq),
+                               headers=pane_headers(p, seq))
 
     # -- delivery -------------------------------------------------------------------------------
     def _deliver(self, records: dict) -> None:

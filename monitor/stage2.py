@@ -18,9 +18,9 @@ the number is in the source partition's snapshot), and the model's state keeps, 
 the seq of the last record merged. A record at or below it is skipped, on its Kafka headers
 alone. That makes two things exact: a process that owns both a source partition and the
 model merges the source's panes directly as it seals them (:meth:`ModelStage.merge_local`,
-no round trip through the topic) and skips their records when they come back; and an owner
-that re-reads records its snapshot already holds (after a roll-back, monitor.kstate) skips
-them.
+no round trip through the topic) once its stage has merged every record the source
+published before (the seqs match); and an owner that re-reads records its snapshot already
+holds (after a roll-back, monitor.kstate) skips them.
 """
 
 from __future__ import annotations
