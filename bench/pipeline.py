@@ -48,7 +48,8 @@ Run: ``.venv/bin/python bench/pipeline.py`` (6-7 minutes here). Options: ``--qui
 (small sizes, smoke run), ``--only SECTION,...`` (of throughput, beyond_drift_cost,
 checkpoint, memory, kafka, kafka_state, restore; ``beyond_drift_cost`` alone is about a
 minute, and with ``--profile`` also gives the CPU per stage of its all-on and all-off runs),
-``--skip-kafka``, ``--profile`` (cProfile of the end-to-end loop and of the monitor behind
+``--skip-kafka``, ``--kafka-records N`` (records for the Kafka sections, default 300,000),
+``--profile`` (cProfile of the end-to-end loop and of the monitor behind
 Kafka, hot spots to stderr). Ends by printing one JSON object:
 ``{"figure": {"value", "unit", "baseline", "baseline_name", "ratio", ...}}``.
 """
@@ -1373,6 +1374,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--skip-kafka", action="store_true", help="leave out the Apache Kafka part")
     ap.add_argument("--only", default="", help="comma-separated sections to run, of: " + ", ".join(SECTIONS))
     ap.add_argument("--profile", action="store_true", help="cProfile the end-to-end loop; hot spots to stderr")
+    ap.add_argument("--kafka-records", type=int, default=0,
+                    help="records produced for the Kafka sections (default 300000; the README's longer "
+                         "state-backend figure uses 1200000)")
     ap.add_argument("--memory-worker", choices=["pipeline", "dict", "dict-traced"], help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1387,7 +1391,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     quiet = logging.getLogger("driftline")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # alerts on a synthetic stream are not news
-    sizes = SIZES["quick" if args.quick else "full"]
+    sizes = dict(SIZES["quick" if args.quick else "full"])
+    if args.kafka_records:
+        sizes["kafka_records"] = args.kafka_records
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
