@@ -391,6 +391,10 @@ class App:
     def _drop_inputs(self, tps, why: str) -> None:
         """Kafka backend: a revoked or lost partition's work since the last committed
         transaction is dropped; its next owner restores that transaction's snapshot."""
+        with self.kstate.lock:  # after a checkpoint under way commits (monitor.kstate)
+            self._drop_inputs_locked(tps, why)
+
+    def _drop_inputs_locked(self, tps, why: str) -> None:
         log.info("partitions %s: %s; their work since the last checkpoint is left to the next owner",
                  why, sorted((tp.topic, tp.partition) for tp in tps))
         self.kstate.inputs_revoked(tps)

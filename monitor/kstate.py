@@ -49,6 +49,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from collections import defaultdict
 
@@ -146,6 +147,14 @@ class KafkaState:
         self._rewind: set[int] = set()
         self._rebuild_until: dict[int, int] = {}
         self.commands = None
+        # Held by a checkpoint (and by absorb), and by the rebalance listeners, which
+        # kafka-python 3 runs on its IO thread: a revocation waits for a checkpoint under way
+        # to commit, and the group's rebalance (so the partitions' next owner and its
+        # restore) for the revocation, as Kafka Streams commits in onPartitionsRevoked.
+        # Without it the next owner could restore the snapshot before a commit that still
+        # includes the partitions it took over. Neither side blocks on a consumer's IO thread
+        # while holding it (checkpoints use the producer, which has its own).
+        self.lock = threading.RLock()
         # stage 1's panes records per (model, source partition): the seq of the last one
         # published, restored with the partition's snapshot
         self._seq: dict[tuple[str, int], int] = {}
@@ -377,6 +386,10 @@ class KafkaState:
             self._rewind |= set(delivery)
 
     def _models_revoked(self, tps) -> None:
+        with self.lock:
+            self._release_models(tps)
+
+    def _release_models(self, tps) -> None:
         for tp in tps:
             part = tp.partition
             if tp.topic == self.topics.transitions:
@@ -463,7 +476,8 @@ class KafkaState:
         """Take stage 1's newly sealed panes: encode each once for its record, and merge those
         of local (model, source) pairs into stage 2 directly; keep local sources' progress
         current; evaluate what that made ready. Returns what stage 2 produced."""
-        return self.stage.advance() if self._absorb() else Output()
+        with self.lock:
+            return self.stage.advance() if self._absorb() else Output()
 
     def _absorb(self) -> bool:
         self._sync_revoked()
@@ -512,7 +526,8 @@ class KafkaState:
         c = self.models_consumer
         records = _poll_member(c, 500)
         self._restore_models()  # assignments happen inside poll()
-        changed = self._absorb()
+        with self.lock:
+            changed = self._absorb()
         for tp, recs in records.items():
             if tp.topic != self.topics.panes or tp.partition not in self.owned_panes:
                 continue  # transitions (below), or arrived before a revoke in the same poll
@@ -533,6 +548,10 @@ class KafkaState:
 
     # -- the checkpoint transaction --------------------------------------------------------------
     def checkpoint(self) -> tuple[float, Output, Output]:
+        with self.lock:
+            return self._checkpoint()
+
+    def _checkpoint(self) -> tuple[float, Output, Output]:
         """One transaction (see the module doc); then the local copy. Returns its seconds,
         the stage-2 output it made durable, and the part of it stage 2 produced from the
         panes it took at the start (not yet returned by :meth:`poll` or :meth:`absorb`). A
