@@ -135,6 +135,7 @@ class KafkaState:
         self.owned_panes: set[int] = set()
         self.panes_positions: dict[int, int] = {}
         self._written: dict[int, tuple] = {}  # input partition -> offsets of its last snapshot
+        self._snap_ckpt: dict[int, str] = {}  # input partition -> checkpoint id of its last snapshot
         self._panes_written: dict[int, int] = {}
         self._published: dict[tuple[str, int], tuple[float, bool]] = {}
         self._stage_polled = 0.0
@@ -148,12 +149,12 @@ class KafkaState:
         self._rebuild_until: dict[int, int] = {}
         self.commands = None
         # Held by a checkpoint (and by absorb), and by the rebalance listeners, which
-        # kafka-python 3 runs on its IO thread: a revocation waits for a checkpoint under way
-        # to commit, and the group's rebalance (so the partitions' next owner and its
-        # restore) for the revocation, as Kafka Streams commits in onPartitionsRevoked.
-        # Without it the next owner could restore the snapshot before a commit that still
-        # includes the partitions it took over. Neither side blocks on a consumer's IO thread
-        # while holding it (checkpoints use the producer, which has its own).
+        # kafka-python 3 runs on its IO thread. In 3.0.12 they run only while the poll loop
+        # waits in that consumer's poll(), so they never overlap a checkpoint; the lock keeps
+        # that order (a revocation waits for a checkpoint under way to commit, and the
+        # group's rebalance for the revocation, as Kafka Streams commits in
+        # onPartitionsRevoked) should listeners ever run concurrently. Neither side blocks
+        # on a consumer's IO thread while holding it (checkpoints use the producer).
         self.lock = threading.RLock()
         # stage 1's panes records per (model, source partition): the seq of the last one
         # published, restored with the partition's snapshot
@@ -256,6 +257,7 @@ class KafkaState:
             self.restored_inputs.discard(p)
             self._inputs_to_restore.discard(p)
             self._written.pop(p, None)
+            self._snap_ckpt.pop(p, None)
             self.partition_writer and self.partition_writer.forget(f"partition/{p}")
             for key in [k for k in self._published if k[1] == p]:
                 del self._published[key]
@@ -309,13 +311,14 @@ class KafkaState:
             for p in rest:
                 snap = restored[p].get(f"partition/{p}")
                 if snap is None:
-                    found[p] = (None, {}, {}, "nothing (a new partition)")
+                    found[p] = (None, {}, {}, "", "nothing (a new partition)")
                     continue
                 self.partition_writer.known(f"partition/{p}", snap.header["chunks"])
                 found[p] = (snap.data, {t: int(o) for t, o in snap.header.get("offsets", {}).items()},
-                            snap.header.get("seq", {}), "the changelog")
+                            snap.header.get("seq", {}), snap.ckpt, "the changelog")
         for p, tps in todo.items():
-            data, offsets, seqs, source = found[p]
+            data, offsets, seqs, snap_ckpt, source = found[p]
+            self._snap_ckpt[p] = snap_ckpt
             for name, seq in seqs.items():
                 self._seq[(name, p)] = int(seq)
             app.pipeline.drop_partition(p)
@@ -344,23 +347,29 @@ class KafkaState:
         return max(60.0, 6 * self.settings.transaction_timeout_ms / 1000.0)
 
     def _local_snapshot(self, p: int, tps: list[TopicPartition]
-                        ) -> tuple[bytes, dict[str, int], dict[str, int], str] | None:
-        """(state bytes, offsets by topic, seq of its last panes record by model, where from)
-        from the local copy when its offsets are the group's committed ones, else None."""
+                        ) -> tuple[bytes, dict[str, int], dict[str, int], str, str] | None:
+        """(state bytes, offsets by topic, seq of its last panes record by model, checkpoint
+        id, where from) from the local copy when the group's committed offsets are its
+        offsets and name its checkpoint, else None."""
         app = self.app
         local_off = {t: o for (t, pp), o in app.store.offsets().items() if pp == p}
         blob = app.store.blob(f"kpartition/{p}")
-        if blob is None or not local_off:
+        local_ckpt = app.store.blob(f"kckpt/{p}")
+        if blob is None or not local_off or not local_ckpt:
             return None
         committed = {}
         for tp in tps:
-            c = app.consumer.committed(tp)  # read_committed: waits out pending transactional offsets
+            # read_committed: waits out pending transactional offsets
+            c = app.consumer.committed(tp, metadata=True)
             if c is not None:
-                committed[tp.topic] = c
+                if c.metadata != local_ckpt.decode():
+                    return None  # another process committed this partition since (same offsets or not)
+                committed[tp.topic] = c.offset
         if not committed or committed != {t: local_off.get(t) for t in committed}:
             return None
         seqs = app.store.blob(f"kseq/{p}")
-        return blob, {t: local_off[t] for t in committed}, {} if seqs is None else _unpack.decode(seqs), "the local copy"
+        return (blob, {t: local_off[t] for t in committed}, {} if seqs is None else _unpack.decode(seqs),
+                local_ckpt.decode(), "the local copy")
 
     def _progress(self, model_index: int, p: int) -> tuple[float, bool]:
         """A source's progress for stage 2. A partition that has had no prediction yet holds
@@ -579,17 +588,6 @@ class KafkaState:
         delivered = self._delivery_offsets()
         try:
             self.producer.begin_transaction()
-            # the offsets first: each is a round trip to a coordinator (AddOffsetsToTxn, then
-            # TxnOffsetCommit), which waits behind the records below once they fill the
-            # sender's queue (bench/pipeline.py kafka_state: 125 ms per call after them)
-            if input_offsets:
-                self.producer.send_offsets_to_transaction(
-                    {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in input_offsets.items()},
-                    app.consumer.group_metadata())
-            models_offsets = {**{TopicPartition(self.topics.panes, part): OffsetAndMetadata(off, "", -1)
-                                 for part, off in panes_written.items()}, **delivered}
-            if models_offsets:
-                self.producer.send_offsets_to_transaction(models_offsets, self.models_consumer.group_metadata())
             # stage 1: panes and progress first, then the snapshots they left behind
             for m in pipeline.models:
                 name = m.cfg.name
@@ -631,7 +629,19 @@ class KafkaState:
                 self.partition_writer.write(f"partition/{p}", p, data, ckpt, {"offsets": dict(offs), "seq": seqs})
                 blobs[f"kpartition/{p}"] = data
                 blobs[f"kseq/{p}"] = _pack.encode(seqs)
+                blobs[f"kckpt/{p}"] = ckpt.encode()
                 written[p] = offs
+            # The offsets after the records: the broker checks the group generation (KIP-447
+            # fencing) when they are sent, so late in the transaction leaves a paused process
+            # the least time to commit after it. Each carries the id of the checkpoint that
+            # wrote its partition's snapshot: a restart trusts its local copy only when the
+            # committed offsets name the copy's checkpoint (equal offsets are not enough: a
+            # snapshot can change without them, e.g. its panes-record seq).
+            if input_offsets:
+                self.producer.send_offsets_to_transaction(
+                    {TopicPartition(t, p): OffsetAndMetadata(o, ckpt if p in written else self._snap_ckpt.get(p, ""), -1)
+                     for (t, p), o in input_offsets.items()},
+                    app.consumer.group_metadata())
             # stage 2
             # one record per model and window: a JSON array of that window's evaluations,
             # each encoded once for it and for the local copy
@@ -660,6 +670,15 @@ class KafkaState:
                                             self.stage.to_bytes(name), ckpt, {})
             for part, off in panes_written.items():
                 self.model_writer.write(f"panes-offset/{part}", part, _pack.encode(off), ckpt, {})
+            # the models group's offsets (with its generation: fencing) whenever this
+            # transaction writes any model's state, changed or not
+            models_written = bool(direct_snapshots) or any(n in self.stage.runtimes for n in self.stage.dirty)
+            if models_written or panes_written or delivered:
+                models_offsets = {TopicPartition(self.topics.panes, part): OffsetAndMetadata(off, "", -1)
+                                  for part, off in self.panes_positions.items() if part in self.owned_panes}
+                models_offsets.update(delivered)
+                if models_offsets:
+                    self.producer.send_offsets_to_transaction(models_offsets, self.models_consumer.group_metadata())
             self.producer.commit_transaction()
         except Exception as exc:
             # a fenced producer cannot abort: the broker aborts its transaction itself
@@ -674,6 +693,7 @@ class KafkaState:
             self._delivery_committed[tp.partition] = om.offset
         self._published.update(published)
         self._written.update(written)
+        self._snap_ckpt.update(dict.fromkeys(written, ckpt))
         self._panes_written.update(panes_written)
         seconds = time.perf_counter() - t0
         # the local copy: the partitions' state with their offsets (restored from it when
