@@ -13,6 +13,7 @@ acts on, so pipeline state is touched by one thread only.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import signal
@@ -773,6 +774,8 @@ def main(args: argparse.Namespace) -> int:
     # the scheduler logs every job run and kafka-python every connection at INFO: noise
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck daemon waits on
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     config = load_config(args.config)
     try:
         app = App(config, config_source=str(args.config), profile_base=Path(args.config).resolve().parent)

@@ -638,10 +638,10 @@ class KafkaState:
             # committed offsets name the copy's checkpoint (equal offsets are not enough: a
             # snapshot can change without them, e.g. its panes-record seq).
             if input_offsets:
-                self.producer.send_offsets_to_transaction(
+                self._await(self.producer._transaction_manager.send_offsets_to_transaction(
                     {TopicPartition(t, p): OffsetAndMetadata(o, ckpt if p in written else self._snap_ckpt.get(p, ""), -1)
                      for (t, p), o in input_offsets.items()},
-                    app.consumer.group_metadata())
+                    app.consumer.group_metadata()), "the input offsets")
             # stage 2
             # one record per model and window: a JSON array of that window's evaluations,
             # each encoded once for it and for the local copy
@@ -670,20 +670,16 @@ class KafkaState:
                                             self.stage.to_bytes(name), ckpt, {})
             for part, off in panes_written.items():
                 self.model_writer.write(f"panes-offset/{part}", part, _pack.encode(off), ckpt, {})
-            # the models group's offsets (with its generation: fencing) whenever this
-            # transaction writes any model's state, changed or not
-            models_written = bool(direct_snapshots) or any(n in self.stage.runtimes for n in self.stage.dirty)
-            if models_written or panes_written or delivered:
-                models_offsets = {TopicPartition(self.topics.panes, part): OffsetAndMetadata(off, "", -1)
-                                  for part, off in self.panes_positions.items() if part in self.owned_panes}
-                models_offsets.update(delivered)
-                if models_offsets:
-                    self.producer.send_offsets_to_transaction(models_offsets, self.models_consumer.group_metadata())
-            self.producer.commit_transaction()
+            models_offsets = {**{TopicPartition(self.topics.panes, part): OffsetAndMetadata(off, "", -1)
+                                 for part, off in panes_written.items()}, **delivered}
+            if models_offsets:
+                self._await(self.producer._transaction_manager.send_offsets_to_transaction(
+                    models_offsets, self.models_consumer.group_metadata()), "the models group's offsets")
+            self._await(self.producer._transaction_manager.begin_commit(), "the commit")
         except Exception as exc:
             # a fenced producer cannot abort: the broker aborts its transaction itself
             with contextlib.suppress(Exception):
-                self.producer.abort_transaction()
+                self._await(self.producer._transaction_manager.begin_abort(), "the abort")
             raise StateError(f"checkpoint transaction {ckpt} failed ({type(exc).__name__}: {exc}); this process's "
                              "state is no longer the committed one: stopping so that a restart restores it from "
                              "the changelog (a zombie whose partitions moved ends here)") from exc
@@ -704,6 +700,19 @@ class KafkaState:
         except StateError as exc:  # the local copy only: the committed state is in Kafka
             log.warning("local copy of checkpoint %s not written: %s", ckpt, exc)
         return seconds, out, produced
+
+    def _await(self, result, what: str) -> None:
+        """Wait for a transactional request as KafkaProducer.send_offsets_to_transaction and
+        commit_transaction do, but not forever: kafka-python retries a retriable answer
+        (REBALANCE_IN_PROGRESS to the offsets while a group rebalances) without limit, and
+        past the transaction timeout the broker has aborted the transaction anyway. A
+        timeout raises, and the checkpoint's caller stops the process, whose restart
+        restores the last commit."""
+        self.producer._sender.wakeup()
+        limit_ms = self.settings.transaction_timeout_ms + 5000
+        if not result.wait(timeout_ms=limit_ms):  # raises the request's error if it failed
+            raise StateError(f"{what}: no answer from the broker in {limit_ms / 1000:.0f} s "
+                             "(state.transaction_timeout_ms + 5 s)")
 
     def _send_panes(self, name: str, p: int, entries: list, status: tuple[float, bool]) -> None:
         """The records of a source's newly sealed panes of a model (or its progress alone),
