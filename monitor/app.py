@@ -714,6 +714,10 @@ class App:
         self.audit.append(kind, {"sink": sink, "key": n.key, "kind": n.kind, "outcome": outcome,
                                  "error": error, "attempts": n.attempts + 1,
                                  "alerts": [e.key for e in n.events]}, model=n.model)
+        if self.kstate is not None:
+            # commit the delivery offset past it now, not at the next interval: a pod lost in
+            # between leaves its next owner to send it again (same idempotency key)
+            self._checkpoint_due.set()
 
     def _linked(self, t, now: float):
         """The notification's report link: signed and expiring when http.external_url is set

@@ -218,7 +218,8 @@ def test_three_replicas_kill9_new_member_scale_down_equal_replay_and_deliver_onc
     """Three processes with empty state directories; SIGKILL one at a random point while it
     consumes; start a new one with an empty directory; stop one (scale to two). The
     evaluations on the evaluations topic equal replay's exactly (no window twice, none
-    missing), and each alert transition reaches the webhook receiver once."""
+    missing), and each alert transition reaches the webhook receiver once by its webhook-id
+    (at most the killed member's in-flight one twice, with the same id and body)."""
     bootstrap = servers(kafka)
     rng = random.Random(90210)
     case = make_case(tmp_path, minutes=36, rate=12.0, seed=5,
@@ -283,7 +284,16 @@ def test_three_replicas_kill9_new_member_scale_down_equal_replay_and_deliver_onc
     assert want, "the covariate shift fired no alert"
     ids = receiver.ids()
     assert len(want) >= 2, want
-    assert sorted(ids) == want, (sorted(set(ids) ^ set(want))[:5], len(ids), len(want))
+    # Once per episode as a Standard Webhooks receiver sees it: it processes each webhook-id
+    # (the idempotency key) once. The one repeat allowed is the killed member's: a process
+    # lost between a POST and the commit of its delivery offset leaves its next owner to
+    # send that notification again, with the same id and body; an HTTP receiver cannot be
+    # told otherwise (README, "State in Kafka").
+    assert sorted(set(ids)) == want, (sorted(set(ids) ^ set(want))[:5], len(ids), len(want))
+    repeats = [i for i in set(ids) if ids.count(i) > 1]
+    assert len(ids) - len(set(ids)) <= 1, f"notifications sent more than once: {repeats}"
+    for i in repeats:
+        assert len({json.dumps(body, sort_keys=True) for k, body in receiver.got if k == i}) == 1, i
     # the audit trail lives on its topic (one chain per process); every chain verifies and
     # every delivered transition is in it
     import subprocess
